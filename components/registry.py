@@ -1,0 +1,994 @@
+"""Model registry on plain storage: a local folder or ``gs://bucket/prefix``.
+
+Layout (the same on a local disk and on Google Cloud Storage)::
+
+    <root>/<model>/<N>/                  one immutable version; N = 1, 2, 3, ...
+    <root>/<model>/<N>/saved_model.pb    the pushed folder's files, copied as they are
+    <root>/<model>/<N>/variables/...
+    <root>/<model>/<N>/metadata.json     written last: the given metadata plus "model",
+                                         "version" and "created_at"
+    <root>/<model>/aliases/<alias>.json  {"model", "alias", "version", "history": [...]}
+    <root>/<model>/.tmp-<uuid>/          local only: a push in progress
+    <root>/<model>/.reserved/<N>         GCS only: marker that claims version N
+
+Numeric version folders sit directly under the model folder, so TF Serving can use
+``<root>/<model>`` as its model base path; TF Serving ignores the non-numeric ``aliases`` and
+hidden folders.
+
+A version is *complete*, and only then listed, once its ``metadata.json`` exists. On a local disk the
+whole version (metadata included) is written into a hidden temporary folder and then renamed into
+place, so it appears atomically. GCS has no rename: a version number is claimed with a create-only
+write of a marker object, the files are uploaded (``saved_model.pb`` after the variables, so a
+TF Serving poll never finds a graph without its weights) and ``metadata.json`` is uploaded last.
+
+Concurrency guarantees:
+    * Two pushes never get the same version. Local: ``os.rename`` of a folder onto an existing
+      non-empty folder fails on Linux, so a push that loses the race retries with the next number.
+      GCS: the marker write uses ``if_generation_match=0``; a 412 answer means the number is taken.
+    * Two alias updates never lose one another. Local: an ``fcntl`` lock file around a
+      read-modify-write whose write is write-temp-then-``os.replace``. GCS: compare-and-swap on
+      the alias object's generation, retried on a 412 answer.
+
+This module imports no KFP or TensorFlow so that it loads fast; the GCS client is imported only
+when a ``gs://`` registry is opened.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import datetime
+import errno
+import fcntl
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import time
+import urllib.parse
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+METADATA_FILE = "metadata.json"
+ALIASES_DIR = "aliases"
+ALIAS_ACTIONS = ("push", "promote", "rollback")
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+_NAME_MAX_LEN = 128
+_VERSION_RE = re.compile(r"[0-9]+")
+_TMP_PREFIX = ".tmp-"
+_GCS_RESERVED_DIR = ".reserved"
+
+# Contention is between a handful of pushes or promotions; a bound keeps a bug from spinning forever.
+_MAX_VERSION_ATTEMPTS = 1000
+_MAX_CAS_ATTEMPTS = 200
+
+
+# --------------------------------------------------------------------------------------------------
+# Errors
+
+
+class RegistryError(Exception):
+    """Base class of every registry error (not raised for bad arguments: those are ValueError)."""
+
+
+class ModelNotFoundError(RegistryError):
+    """The model has no complete version in the registry."""
+
+
+class VersionNotFoundError(RegistryError):
+    """The requested version does not exist or is not complete."""
+
+
+class AliasNotFoundError(RegistryError):
+    """The alias has never been set for the model."""
+
+
+class NoPreviousVersionError(RegistryError):
+    """A rollback was asked for but the alias has no version to go back to."""
+
+
+class CorruptMetadataError(RegistryError):
+    """A ``metadata.json`` or alias file is not valid JSON or does not have the expected shape."""
+
+
+class ConcurrentUpdateError(RegistryError):
+    """An update kept losing the race to other writers and gave up after many attempts."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Values and validation
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelVersion:
+    """One complete version of a model.
+
+    Attributes:
+        model: Model name.
+        version: Version number, >= 1.
+        uri: The version folder: an absolute local path, or ``gs://bucket/prefix/<model>/<N>``.
+    """
+
+    model: str
+    version: int
+    uri: str
+
+
+def validate_name(value: Any, field: str = "model name") -> str:
+    """Checks a model or alias name.
+
+    Args:
+        value: The name to check.
+        field: What the name is, used in the error message ("model name", "alias").
+
+    Returns:
+        The name, unchanged.
+
+    Raises:
+        ValueError: If the name is not a string of 1 to 128 letters, digits, ``-``, ``_`` or ``.``
+            that does not start with ``.``.
+    """
+    if not isinstance(value, str) or len(value) > _NAME_MAX_LEN or not _NAME_RE.fullmatch(value):
+        raise ValueError(
+            f"invalid {field} {value!r}: use 1 to {_NAME_MAX_LEN} letters, digits, '-', '_' or '.', "
+            "not starting with '.'"
+        )
+    return value
+
+
+def validate_version(value: Any) -> int:
+    """Checks a version number.
+
+    Args:
+        value: The version to check.
+
+    Returns:
+        The version, unchanged.
+
+    Raises:
+        ValueError: If the version is not an ``int`` >= 1 (a ``bool`` is refused).
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"invalid version {value!r}: use an integer >= 1")
+    return value
+
+
+def _now_iso() -> str:
+    # "+00:00" rather than "Z": datetime.fromisoformat reads it on Python 3.10 too.
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _metadata_bytes(metadata: dict, model: str, version: int, created_at: str) -> bytes:
+    doc = dict(metadata)
+    doc.update(model=model, version=version, created_at=created_at)
+    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def _parse_metadata(data: bytes, model: str, version: int, where: str) -> dict:
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CorruptMetadataError(
+            f"metadata of model {model!r} version {version} is not valid JSON: {where}: {err}"
+        ) from err
+    if not isinstance(doc, dict):
+        raise CorruptMetadataError(
+            f"metadata of model {model!r} version {version} is not a JSON object "
+            f"(got {type(doc).__name__}): {where}"
+        )
+    return doc
+
+
+def _parse_alias(data: bytes, model: str, alias: str, where: str) -> dict:
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CorruptMetadataError(
+            f"alias {alias!r} of model {model!r} is not valid JSON: {where}: {err}"
+        ) from err
+    version = doc.get("version") if isinstance(doc, dict) else None
+    history = doc.get("history") if isinstance(doc, dict) else None
+    if (
+        isinstance(version, bool)
+        or not isinstance(version, int)
+        or not isinstance(history, list)
+        or not all(isinstance(entry, dict) for entry in history)
+    ):
+        raise CorruptMetadataError(
+            f"alias {alias!r} of model {model!r} is not an object with an integer 'version' and a "
+            f"'history' list of objects: {where}"
+        )
+    return doc
+
+
+def _alias_bytes(doc: dict) -> bytes:
+    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def _alias_names(file_names: list[str]) -> list[str]:
+    """Alias names from the file names in an aliases folder (lock and temp files are hidden)."""
+    stems = [n[: -len(".json")] for n in file_names if n.endswith(".json")]
+    return [stem for stem in stems if _NAME_RE.fullmatch(stem)]
+
+
+def _source_files(source_dir: str) -> list[str]:
+    """Files to push, as ``/``-separated paths relative to ``source_dir``, in copy order.
+
+    The source's own ``metadata.json`` is left out (the registry writes its own). ``saved_model.pb``
+    comes last, after the variables it refers to, so a reader that polls (TF Serving on GCS) does
+    not find a graph without its weights. Empty folders are not kept.
+    """
+    files = []
+    for dirpath, _, filenames in os.walk(source_dir):
+        for filename in filenames:
+            rel = os.path.relpath(os.path.join(dirpath, filename), source_dir).replace(os.sep, "/")
+            if rel != METADATA_FILE:
+                files.append(rel)
+    return sorted(files, key=lambda rel: (rel == "saved_model.pb", rel))
+
+
+# --------------------------------------------------------------------------------------------------
+# Registry
+
+
+class Registry(abc.ABC):
+    """A model registry; get one with :func:`open_registry`.
+
+    Subclasses store bytes; this class holds the rules (names, versions, alias history, rollback),
+    so both storages behave the same.
+    """
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uri!r})"
+
+    # --- versions -----------------------------------------------------------------------------
+
+    def push(
+        self,
+        model: str,
+        source_dir: str,
+        metadata: dict,
+        alias: str | None = None,
+        actor: str | None = None,
+    ) -> ModelVersion:
+        """Copies a local folder into a new version of ``model``.
+
+        The whole folder is copied (a SavedModel at its root: ``saved_model.pb``, ``variables/``,
+        ``assets/``, plus any other file) into ``<root>/<model>/<N>/`` with N = the highest
+        existing version + 1, then ``metadata.json`` is written: ``metadata`` plus ``"model"``,
+        ``"version"`` and ``"created_at"`` (ISO-8601, UTC), which override keys of the same name.
+        A ``metadata.json`` at the root of ``source_dir`` is replaced. The version is listed only
+        once complete. If the copy fails, nothing is listed, the partial copy is removed and the
+        original error is raised.
+
+        Args:
+            model: Model name (see :func:`validate_name`).
+            source_dir: Local folder to copy.
+            metadata: JSON-serializable object: metrics, dataset fingerprint, base model, weights
+                source, hyperparameters, pipeline run id.
+            alias: If given, moved to the new version afterwards (action ``"push"``).
+            actor: Who pushed, recorded in the alias history.
+
+        Returns:
+            The new version.
+
+        Raises:
+            ValueError: Bad model or alias name, or metadata that is not a JSON-serializable dict.
+            NotADirectoryError: ``source_dir`` is not a folder.
+            ConcurrentUpdateError: No free version number found after many attempts.
+            RegistryError: The GCS bucket does not exist.
+            OSError, google.api_core.exceptions.GoogleAPIError: A failed read or write, raised as
+                it came, after the partial version was removed.
+        """
+        validate_name(model)
+        if alias is not None:
+            validate_name(alias, "alias")
+        if not isinstance(metadata, dict):
+            raise ValueError(f"metadata must be a dict, got {type(metadata).__name__}")
+        try:
+            json.dumps(metadata)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"metadata is not JSON-serializable: {err}") from err
+        if not os.path.isdir(source_dir):
+            raise NotADirectoryError(f"push source_dir {source_dir!r} is not a folder")
+        if not os.path.isfile(os.path.join(source_dir, "saved_model.pb")):
+            logger.warning("push of model %r: %s has no saved_model.pb at its root", model, source_dir)
+        version = self._push(model, source_dir, metadata)
+        logger.info("pushed model %r version %d to %s", model, version, self.uri)
+        if alias is not None:
+            self.set_alias(model, alias, version, action="push", actor=actor)
+        return ModelVersion(model=model, version=version, uri=self._version_uri(model, version))
+
+    def list_models(self) -> list[str]:
+        """Names of the models that have at least one complete version, sorted."""
+        return sorted(name for name in self._list_model_names() if self._list_versions(name))
+
+    def list_versions(self, model: str) -> list[int]:
+        """Complete versions of ``model``, ascending; ``[]`` for a model never pushed.
+
+        Raises:
+            ValueError: Bad model name.
+        """
+        return sorted(self._list_versions(validate_name(model)))
+
+    def get_metadata(self, model: str, version: int) -> dict:
+        """The content of a version's ``metadata.json``.
+
+        Raises:
+            ValueError: Bad model name or version.
+            VersionNotFoundError: The version does not exist or is not complete.
+            CorruptMetadataError: ``metadata.json`` is not valid JSON or not an object; the message
+                names the model, the version and the file.
+        """
+        validate_name(model)
+        validate_version(version)
+        data = self._read_metadata(model, version)
+        if data is None:
+            raise self._version_not_found(model, version)
+        return _parse_metadata(data, model, version, self._metadata_location(model, version))
+
+    def version_uri(self, model: str, version: int) -> str:
+        """URI of a complete version's folder (absolute path, or ``gs://...``).
+
+        Raises:
+            ValueError: Bad model name or version.
+            VersionNotFoundError: The version does not exist or is not complete.
+        """
+        self._require_version(model, version)
+        return self._version_uri(model, version)
+
+    def download_version(self, model: str, version: int, dest_dir: str) -> str:
+        """Makes a version readable as a local folder.
+
+        Args:
+            model: Model name.
+            version: Version number.
+            dest_dir: For a GCS registry, the local folder to copy into (created if missing; must
+                be empty). Unused for a local registry.
+
+        Returns:
+            The local folder holding the version: ``dest_dir`` for GCS; the version folder itself
+            for a local registry (no copy: treat it as read-only).
+
+        Raises:
+            ValueError: Bad model name or version, or ``dest_dir`` not empty.
+            VersionNotFoundError: The version does not exist or is not complete.
+            OSError, google.api_core.exceptions.GoogleAPIError: A failed download; ``dest_dir``
+                may then hold part of the version.
+        """
+        self._require_version(model, version)
+        return self._download(model, version, dest_dir)
+
+    def resolve(self, model: str, version: int | None = None, alias: str | None = None) -> ModelVersion:
+        """Finds a version by number, by alias, or (neither given) the latest complete one.
+
+        Raises:
+            ValueError: Both ``version`` and ``alias`` given, or a bad name or version.
+            ModelNotFoundError: Neither given and the model has no complete version.
+            VersionNotFoundError: The version (given or aliased) does not exist.
+            AliasNotFoundError: The alias was never set.
+        """
+        validate_name(model)
+        if version is not None and alias is not None:
+            raise ValueError("give a version or an alias, not both")
+        if alias is not None:
+            version = self._require_alias(model, alias)
+        elif version is None:
+            versions = self.list_versions(model)
+            if not versions:
+                raise ModelNotFoundError(f"model {model!r} has no complete version in {self.uri}")
+            version = versions[-1]
+        self._require_version(model, version)
+        return ModelVersion(model=model, version=version, uri=self._version_uri(model, version))
+
+    # --- aliases ------------------------------------------------------------------------------
+
+    def get_alias(self, model: str, alias: str) -> int | None:
+        """The version an alias points at, or None if the alias was never set.
+
+        Raises:
+            ValueError: Bad model or alias name.
+            CorruptMetadataError: The alias file is damaged.
+        """
+        doc = self._alias_doc(model, alias)
+        return None if doc is None else doc["version"]
+
+    def list_aliases(self, model: str) -> dict[str, int]:
+        """All aliases of a model and the version each points at (``{}`` if none).
+
+        Raises:
+            ValueError: Bad model name.
+            CorruptMetadataError: An alias file is damaged.
+        """
+        validate_name(model)
+        result = {}
+        for alias in sorted(self._list_alias_names(model)):
+            doc = self._alias_doc(model, alias)
+            if doc is not None:
+                result[alias] = doc["version"]
+        return result
+
+    def alias_history(self, model: str, alias: str) -> list[dict]:
+        """Every move of an alias, oldest first (``[]`` if never set).
+
+        Each entry: ``version`` (int), ``previous_version`` (int or None), ``action`` (``"push"``,
+        ``"promote"`` or ``"rollback"``), ``actor`` (str or None), ``reason`` (str or None),
+        ``time`` (ISO-8601, UTC).
+
+        Raises:
+            ValueError: Bad model or alias name.
+            CorruptMetadataError: The alias file is damaged.
+        """
+        doc = self._alias_doc(model, alias)
+        return [] if doc is None else list(doc["history"])
+
+    def set_alias(
+        self,
+        model: str,
+        alias: str,
+        version: int,
+        action: str = "promote",
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Points an alias at a version and appends the move to its history.
+
+        Safe under concurrency: two updates of one alias never lose one another. Setting the
+        version the alias already points at is still recorded.
+
+        Raises:
+            ValueError: Bad model or alias name, version, or action (one of push/promote/rollback).
+            VersionNotFoundError: The version does not exist or is not complete.
+            ConcurrentUpdateError: Lost the race to other writers too many times (GCS).
+        """
+        validate_name(alias, "alias")
+        if action not in ALIAS_ACTIONS:
+            raise ValueError(f"invalid alias action {action!r}: use one of {', '.join(ALIAS_ACTIONS)}")
+        self._require_version(model, version)
+
+        def move(current: dict | None) -> dict:
+            return self._history_entry(current, version, action, actor, reason)
+
+        self._update_alias(model, alias, move)
+        logger.info("alias %r of model %r -> version %d (%s)", alias, model, version, action)
+
+    def rollback(
+        self, model: str, alias: str, actor: str | None = None, reason: str | None = None
+    ) -> int:
+        """Moves an alias back to the version it pointed at before its current one.
+
+        The target is the ``previous_version`` of the alias's latest history entry, read and
+        changed in one atomic update. A second rollback therefore undoes the first (it goes back to
+        the version the first rollback left).
+
+        Returns:
+            The version the alias now points at.
+
+        Raises:
+            ValueError: Bad model or alias name.
+            AliasNotFoundError: The alias was never set.
+            NoPreviousVersionError: The alias has pointed at only one version so far.
+            ConcurrentUpdateError: Lost the race to other writers too many times (GCS).
+        """
+        validate_name(model)
+        validate_name(alias, "alias")
+        chosen: list[int] = []
+
+        def move(current: dict | None) -> dict:
+            if current is None:
+                raise AliasNotFoundError(f"alias {alias!r} of model {model!r} is not set in {self.uri}")
+            target = current["history"][-1].get("previous_version") if current["history"] else None
+            if target is None:
+                raise NoPreviousVersionError(
+                    f"alias {alias!r} of model {model!r} has no previous version to roll back to "
+                    f"(it points at version {current['version']} and has no earlier one)"
+                )
+            self._require_version(model, target)
+            chosen[:] = [target]
+            return self._history_entry(current, target, "rollback", actor, reason)
+
+        self._update_alias(model, alias, move)
+        logger.info("alias %r of model %r rolled back to version %d", alias, model, chosen[0])
+        return chosen[0]
+
+    # --- shared helpers -----------------------------------------------------------------------
+
+    @staticmethod
+    def _history_entry(
+        current: dict | None, version: int, action: str, actor: str | None, reason: str | None
+    ) -> dict:
+        return {
+            "version": version,
+            "previous_version": None if current is None else current["version"],
+            "action": action,
+            "actor": actor,
+            "reason": reason,
+            "time": _now_iso(),
+        }
+
+    @staticmethod
+    def _apply_move(model: str, alias: str, current: dict | None, entry: dict) -> dict:
+        history = [] if current is None else list(current["history"])
+        history.append(entry)
+        return {"model": model, "alias": alias, "version": entry["version"], "history": history}
+
+    def _alias_doc(self, model: str, alias: str) -> dict | None:
+        validate_name(model)
+        validate_name(alias, "alias")
+        data = self._read_alias(model, alias)
+        if data is None:
+            return None
+        return _parse_alias(data, model, alias, self._alias_location(model, alias))
+
+    def _require_alias(self, model: str, alias: str) -> int:
+        version = self.get_alias(model, alias)
+        if version is None:
+            raise AliasNotFoundError(f"alias {alias!r} of model {model!r} is not set in {self.uri}")
+        return version
+
+    def _require_version(self, model: str, version: int) -> None:
+        validate_name(model)
+        validate_version(version)
+        if not self._version_complete(model, version):
+            raise self._version_not_found(model, version)
+
+    def _version_not_found(self, model: str, version: int) -> VersionNotFoundError:
+        versions = self._list_versions(model)
+        known = ", ".join(str(v) for v in sorted(versions)) if versions else "none"
+        return VersionNotFoundError(
+            f"model {model!r} has no complete version {version} in {self.uri} (versions: {known})"
+        )
+
+    # --- storage, per backend -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _push(self, model: str, source_dir: str, metadata: dict) -> int:
+        """Copies ``source_dir`` into a new complete version and returns its number."""
+
+    @abc.abstractmethod
+    def _put_file(self, local_path: str, dest: str) -> None:
+        """Copies one file of a push into place (a path or an object name)."""
+
+    @abc.abstractmethod
+    def _list_model_names(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def _list_versions(self, model: str) -> list[int]: ...
+
+    @abc.abstractmethod
+    def _version_complete(self, model: str, version: int) -> bool: ...
+
+    @abc.abstractmethod
+    def _read_metadata(self, model: str, version: int) -> bytes | None: ...
+
+    @abc.abstractmethod
+    def _metadata_location(self, model: str, version: int) -> str: ...
+
+    @abc.abstractmethod
+    def _version_uri(self, model: str, version: int) -> str: ...
+
+    @abc.abstractmethod
+    def _download(self, model: str, version: int, dest_dir: str) -> str: ...
+
+    @abc.abstractmethod
+    def _list_alias_names(self, model: str) -> list[str]: ...
+
+    @abc.abstractmethod
+    def _read_alias(self, model: str, alias: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    def _alias_location(self, model: str, alias: str) -> str: ...
+
+    @abc.abstractmethod
+    def _update_alias(self, model: str, alias: str, move: Callable[[dict | None], dict]) -> dict:
+        """Atomically appends ``move(current)`` to the alias and returns the new alias document.
+
+        ``move`` may be called more than once (GCS retries) and may raise to abort.
+        """
+
+
+# --------------------------------------------------------------------------------------------------
+# Local folder
+
+
+class LocalRegistry(Registry):
+    """Registry in a local (or mounted) folder; see the module docstring for the layout."""
+
+    def __init__(self, root: str) -> None:
+        root = os.path.abspath(root)
+        super().__init__(root)
+        self.root = root
+
+    def _model_dir(self, model: str) -> str:
+        return os.path.join(self.root, model)
+
+    def _version_uri(self, model: str, version: int) -> str:
+        return os.path.join(self.root, model, str(version))
+
+    def _metadata_location(self, model: str, version: int) -> str:
+        return os.path.join(self._version_uri(model, version), METADATA_FILE)
+
+    def _alias_location(self, model: str, alias: str) -> str:
+        return os.path.join(self.root, model, ALIASES_DIR, f"{alias}.json")
+
+    def _list_model_names(self) -> list[str]:
+        try:
+            entries = os.scandir(self.root)
+        except FileNotFoundError:
+            return []
+        with entries:
+            return [e.name for e in entries if e.is_dir() and _NAME_RE.fullmatch(e.name)]
+
+    def _numeric_entries(self, model_dir: str) -> list[int]:
+        try:
+            return [int(name) for name in os.listdir(model_dir) if _VERSION_RE.fullmatch(name)]
+        except FileNotFoundError:
+            return []
+
+    def _list_versions(self, model: str) -> list[int]:
+        numbers = self._numeric_entries(self._model_dir(model))
+        return [v for v in numbers if v >= 1 and self._version_complete(model, v)]
+
+    def _version_complete(self, model: str, version: int) -> bool:
+        return os.path.isfile(self._metadata_location(model, version))
+
+    def _read_metadata(self, model: str, version: int) -> bytes | None:
+        try:
+            with open(self._metadata_location(model, version), "rb") as f:
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def _put_file(self, local_path: str, dest: str) -> None:
+        shutil.copy2(local_path, dest)
+
+    def _push(self, model: str, source_dir: str, metadata: dict) -> int:
+        model_dir = self._model_dir(model)
+        os.makedirs(model_dir, exist_ok=True)
+        # Hidden and inside the model folder: same file system as the target (rename stays
+        # atomic), and neither this registry nor TF Serving takes it for a version.
+        tmp_dir = os.path.join(model_dir, f"{_TMP_PREFIX}{uuid.uuid4().hex}")
+        os.mkdir(tmp_dir)
+        try:
+            # Not shutil.copytree: it carries on after a failed file and raises a summary
+            # shutil.Error at the end instead of the original error.
+            for rel in _source_files(source_dir):
+                dest = os.path.join(tmp_dir, *rel.split("/"))
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                self._put_file(os.path.join(source_dir, rel), dest)
+            return self._publish(model, model_dir, tmp_dir, metadata)
+        except BaseException:
+            self._remove_tmp(tmp_dir)
+            raise
+
+    def _publish(self, model: str, model_dir: str, tmp_dir: str, metadata: dict) -> int:
+        version = 0
+        for _ in range(_MAX_VERSION_ATTEMPTS):
+            # Incomplete numeric folders count too: their numbers are taken.
+            version = max([version, *self._numeric_entries(model_dir)]) + 1
+            _write_file_atomic(
+                os.path.join(tmp_dir, METADATA_FILE), _metadata_bytes(metadata, model, version, _now_iso())
+            )
+            try:
+                os.rename(tmp_dir, os.path.join(model_dir, str(version)))
+                return version
+            except OSError as err:
+                # Another push took this number first (the target is a non-empty folder, or a file).
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                    raise
+        raise ConcurrentUpdateError(
+            f"push of model {model!r}: no free version number after {_MAX_VERSION_ATTEMPTS} attempts "
+            f"in {model_dir}"
+        )
+
+    @staticmethod
+    def _remove_tmp(tmp_dir: str) -> None:
+        try:
+            shutil.rmtree(tmp_dir)
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            # The push's own error is the one to raise; a left-over hidden folder is harmless.
+            logger.warning("could not remove temporary folder %s: %s", tmp_dir, err)
+
+    def _download(self, model: str, version: int, dest_dir: str) -> str:
+        return self._version_uri(model, version)
+
+    def _list_alias_names(self, model: str) -> list[str]:
+        try:
+            names = os.listdir(os.path.join(self._model_dir(model), ALIASES_DIR))
+        except FileNotFoundError:
+            return []
+        return _alias_names(names)
+
+    def _read_alias(self, model: str, alias: str) -> bytes | None:
+        try:
+            with open(self._alias_location(model, alias), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def _update_alias(self, model: str, alias: str, move: Callable[[dict | None], dict]) -> dict:
+        aliases_dir = os.path.join(self._model_dir(model), ALIASES_DIR)
+        os.makedirs(aliases_dir, exist_ok=True)
+        path = self._alias_location(model, alias)
+        # A separate lock file, because the alias file itself is replaced (a lock on a replaced
+        # inode would protect nothing). flock also excludes threads that open it separately.
+        with open(os.path.join(aliases_dir, f".{alias}.lock"), "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            data = self._read_alias(model, alias)
+            current = None if data is None else _parse_alias(data, model, alias, path)
+            doc = self._apply_move(model, alias, current, move(current))
+            _write_file_atomic(path, _alias_bytes(doc))
+            return doc
+
+
+def _write_file_atomic(path: str, data: bytes) -> None:
+    """Writes ``path`` so that readers see either the old or the new content, never a part."""
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".{name}.tmp-{uuid.uuid4().hex}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+# --------------------------------------------------------------------------------------------------
+# Google Cloud Storage
+
+
+class GcsRegistry(Registry):
+    """Registry under ``gs://bucket/prefix``; see the module docstring for the layout.
+
+    Uses the official ``google-cloud-storage`` client. When ``STORAGE_EMULATOR_HOST`` is set (read
+    when the registry is opened) the client talks to that emulator with anonymous credentials;
+    otherwise it uses Application Default Credentials.
+    """
+
+    def __init__(self, bucket: str, prefix: str, client: Any = None) -> None:
+        prefix = prefix.strip("/")
+        super().__init__(f"gs://{bucket}/{prefix}" if prefix else f"gs://{bucket}")
+        from google.api_core import exceptions as gexc  # noqa: PLC0415 - kept off the import path
+        from google.cloud import storage  # noqa: PLC0415
+
+        self._gexc = gexc
+        if client is None:
+            if os.environ.get("STORAGE_EMULATOR_HOST"):
+                from google.auth.credentials import AnonymousCredentials  # noqa: PLC0415
+
+                client = storage.Client(
+                    project=os.environ.get("GOOGLE_CLOUD_PROJECT") or "emulator",
+                    credentials=AnonymousCredentials(),
+                )
+            else:
+                client = storage.Client()
+        self._client = client
+        self._bucket = client.bucket(bucket)
+        self.bucket_name = bucket
+        self.prefix = prefix
+
+    def _name(self, *parts: str) -> str:
+        return "/".join([self.prefix, *parts] if self.prefix else parts)
+
+    def _version_uri(self, model: str, version: int) -> str:
+        return f"gs://{self.bucket_name}/{self._name(model, str(version))}"
+
+    def _metadata_location(self, model: str, version: int) -> str:
+        return f"{self._version_uri(model, version)}/{METADATA_FILE}"
+
+    def _alias_location(self, model: str, alias: str) -> str:
+        return f"gs://{self.bucket_name}/{self._name(model, ALIASES_DIR, alias + '.json')}"
+
+    def _list(self, prefix: str, delimiter: str | None = None) -> tuple[list[Any], set[str]]:
+        try:
+            it = self._client.list_blobs(self._bucket, prefix=prefix, delimiter=delimiter)
+            blobs = list(it)
+        except self._gexc.NotFound as err:
+            raise RegistryError(f"bucket {self.bucket_name!r} of registry {self.uri} not found") from err
+        return blobs, set(it.prefixes)
+
+    def _children(self, prefix: str) -> list[str]:
+        """Names of the 'folders' directly under ``prefix/``."""
+        base = prefix + "/" if prefix else ""
+        _, prefixes = self._list(base, delimiter="/")
+        return [p[len(base) :].rstrip("/") for p in prefixes]
+
+    def _download_bytes(self, name: str) -> tuple[bytes, int] | None:
+        blob = self._bucket.blob(name)
+        try:
+            data = blob.download_as_bytes()
+        except self._gexc.NotFound:
+            return None
+        # The client takes the generation from the download's response headers, so it names
+        # exactly the content read: the right value for a compare-and-swap.
+        return data, blob.generation
+
+    def _list_model_names(self) -> list[str]:
+        return [n for n in self._children(self.prefix) if _NAME_RE.fullmatch(n)]
+
+    def _list_versions(self, model: str) -> list[int]:
+        blobs, _ = self._list(self._name(model) + "/")
+        pattern = re.compile(re.escape(self._name(model)) + r"/([0-9]+)/" + re.escape(METADATA_FILE))
+        versions = {int(m.group(1)) for b in blobs if (m := pattern.fullmatch(b.name))}
+        return [v for v in versions if v >= 1]
+
+    def _version_complete(self, model: str, version: int) -> bool:
+        return self._bucket.blob(self._name(model, str(version), METADATA_FILE)).exists()
+
+    def _read_metadata(self, model: str, version: int) -> bytes | None:
+        got = self._download_bytes(self._name(model, str(version), METADATA_FILE))
+        return None if got is None else got[0]
+
+    def _put_file(self, local_path: str, dest: str) -> None:
+        # Create-only: nobody else may write into a reserved version. Small files go up in one
+        # request, where the precondition holds (resumable uploads over 8 MiB are also checked by
+        # GCS itself, but not by fake-gcs-server).
+        self._bucket.blob(dest).upload_from_filename(local_path, if_generation_match=0)
+
+    def _reserve_version(self, model: str) -> int:
+        version = 0
+        for _ in range(_MAX_VERSION_ATTEMPTS):
+            # Numbers are taken by version folders (complete or not, including any pushed by other
+            # tools) and by reservation markers of pushes still uploading.
+            taken = [int(n) for n in self._children(self._name(model)) if _VERSION_RE.fullmatch(n)]
+            markers, _ = self._list(self._name(model, _GCS_RESERVED_DIR) + "/")
+            taken += [int(n) for b in markers if _VERSION_RE.fullmatch(n := b.name.rsplit("/", 1)[-1])]
+            version = max([version, *taken]) + 1
+            marker = self._bucket.blob(self._name(model, _GCS_RESERVED_DIR, str(version)))
+            try:
+                marker.upload_from_string(
+                    _now_iso().encode(), content_type="text/plain", if_generation_match=0
+                )
+                return version
+            except self._gexc.PreconditionFailed:
+                continue
+        raise ConcurrentUpdateError(
+            f"push of model {model!r}: no free version number after {_MAX_VERSION_ATTEMPTS} attempts "
+            f"in {self.uri}"
+        )
+
+    def _push(self, model: str, source_dir: str, metadata: dict) -> int:
+        files = _source_files(source_dir)
+        # The marker stays outside the version folder: a TF Serving poll must not see the version
+        # before its files.
+        version = self._reserve_version(model)
+        uploaded: list[str] = []
+        try:
+            for rel in files:
+                dest = self._name(model, str(version), rel)
+                self._put_file(os.path.join(source_dir, rel), dest)
+                uploaded.append(dest)
+            meta = self._name(model, str(version), METADATA_FILE)
+            self._bucket.blob(meta).upload_from_string(
+                _metadata_bytes(metadata, model, version, _now_iso()),
+                content_type="application/json",
+                if_generation_match=0,
+            )
+            return version
+        except BaseException:
+            self._cleanup_failed_push(model, version, uploaded)
+            raise
+
+    def _cleanup_failed_push(self, model: str, version: int, uploaded: list[str]) -> None:
+        # Files first, marker last: while the marker exists no other push can take this number,
+        # so a later push never sees a half-deleted folder as its own.
+        for name in [*uploaded, self._name(model, _GCS_RESERVED_DIR, str(version))]:
+            try:
+                self._bucket.blob(name).delete()
+            except self._gexc.NotFound:
+                pass
+            except Exception as err:  # noqa: BLE001 - the push's own error is the one raised
+                logger.warning(
+                    "failed push of model %r: could not delete gs://%s/%s: %s", model, self.bucket_name, name, err
+                )
+
+    def _download(self, model: str, version: int, dest_dir: str) -> str:
+        dest_dir = os.path.abspath(dest_dir)
+        if os.path.isdir(dest_dir) and os.listdir(dest_dir):
+            raise ValueError(f"download dest_dir {dest_dir!r} is not empty")
+        os.makedirs(dest_dir, exist_ok=True)
+        base = self._name(model, str(version)) + "/"
+        blobs, _ = self._list(base)
+        for blob in blobs:
+            rel = blob.name[len(base) :]
+            if not rel or rel.endswith("/"):
+                continue  # folder placeholders made by some tools
+            target = os.path.abspath(os.path.join(dest_dir, *rel.split("/")))
+            if not target.startswith(dest_dir + os.sep):
+                raise RegistryError(
+                    f"object gs://{self.bucket_name}/{blob.name} would land outside {dest_dir}"
+                )
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            blob.download_to_filename(target)
+        return dest_dir
+
+    def _list_alias_names(self, model: str) -> list[str]:
+        base = self._name(model, ALIASES_DIR) + "/"
+        blobs, _ = self._list(base, delimiter="/")
+        names = [b.name[len(base) :] for b in blobs]
+        return _alias_names(names)
+
+    def _read_alias(self, model: str, alias: str) -> bytes | None:
+        got = self._download_bytes(self._name(model, ALIASES_DIR, f"{alias}.json"))
+        return None if got is None else got[0]
+
+    def _update_alias(self, model: str, alias: str, move: Callable[[dict | None], dict]) -> dict:
+        name = self._name(model, ALIASES_DIR, f"{alias}.json")
+        location = self._alias_location(model, alias)
+        for attempt in range(_MAX_CAS_ATTEMPTS):
+            got = self._download_bytes(name)
+            if got is None:
+                current, generation = None, 0  # generation 0: "only if the object does not exist"
+            else:
+                current, generation = _parse_alias(got[0], model, alias, location), got[1]
+            doc = self._apply_move(model, alias, current, move(current))
+            try:
+                self._bucket.blob(name).upload_from_string(
+                    _alias_bytes(doc), content_type="application/json", if_generation_match=generation
+                )
+                return doc
+            except self._gexc.PreconditionFailed:
+                # Someone else moved the alias in between: re-read and re-apply. Jitter keeps
+                # the same writers from colliding in lockstep.
+                time.sleep(random.uniform(0, min(0.2, 0.005 * 2 ** min(attempt, 6))))
+        raise ConcurrentUpdateError(
+            f"alias {alias!r} of model {model!r}: gave up after {_MAX_CAS_ATTEMPTS} concurrent updates "
+            f"({location})"
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def open_registry(uri: str) -> Registry:
+    """Opens the registry at ``uri``; nothing is created until the first push.
+
+    Args:
+        uri: A local path (relative paths are made absolute), a ``file://`` URI, or
+            ``gs://bucket[/prefix]``.
+
+    Returns:
+        A :class:`LocalRegistry` or a :class:`GcsRegistry`.
+
+    Raises:
+        ValueError: Empty URI, another scheme, a ``file://`` URI with a remote host, or ``gs://``
+            without a bucket.
+    """
+    if not isinstance(uri, str) or not uri.strip():
+        raise ValueError(
+            f"invalid registry URI {uri!r}: use a local path, file:///path or gs://bucket/prefix"
+        )
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "gs":
+        if not parsed.netloc:
+            raise ValueError(f"invalid registry URI {uri!r}: gs:// needs a bucket (gs://bucket/prefix)")
+        return GcsRegistry(parsed.netloc, parsed.path)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise ValueError(f"invalid registry URI {uri!r}: file:// URIs must name a local path")
+        return LocalRegistry(urllib.parse.unquote(parsed.path))
+    # A one-letter scheme is a Windows drive, i.e. a local path.
+    if parsed.scheme and len(parsed.scheme) > 1:
+        raise ValueError(
+            f"invalid registry URI {uri!r}: scheme {parsed.scheme!r} is not supported; use a local path, "
+            "file:///path or gs://bucket/prefix"
+        )
+    return LocalRegistry(uri)

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Creates a local kind cluster with standalone Kubeflow Pipelines and the kfp-finetune component
+# image, then port-forwards the KFP UI (which also proxies the API) to http://localhost:8080.
+#
+# Usage: docker/kind-up.sh            (from anywhere; needs docker, kind, kubectl)
+# Environment:
+#   KFP_FINETUNE_CLUSTER            cluster name (default kfp-finetune)
+#   KFP_VERSION                     KFP backend manifests tag (default 2.17.3, matching kfp==2.17.3)
+#   KFP_FINETUNE_IMAGE              image to build and load (default: components/image.py's)
+#   KFP_FINETUNE_REGISTRY_DIR       host folder mounted as the local model registry
+#                                   (default ~/.kfp-finetune/kind-registry)
+#   KFP_FINETUNE_PORT               local port for the UI/API (default 8080)
+#   KFP_FINETUNE_SKIP_BUILD=1       do not build the image (load an existing one)
+#   KFP_FINETUNE_NO_PORT_FORWARD=1  stop after setup instead of port-forwarding
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "${here}/.." && pwd)"
+
+cluster="${KFP_FINETUNE_CLUSTER:-kfp-finetune}"
+kfp_version="${KFP_VERSION:-2.17.3}"
+registry_dir="${KFP_FINETUNE_REGISTRY_DIR:-${HOME}/.kfp-finetune/kind-registry}"
+port="${KFP_FINETUNE_PORT:-8080}"
+context="kind-${cluster}"
+manifests="github.com/kubeflow/pipelines/manifests/kustomize"
+
+say() { printf '[kind-up] %s\n' "$*" >&2; }
+die() { printf '[kind-up] error: %s\n' "$*" >&2; exit 1; }
+
+need() {
+  command -v "$1" >/dev/null 2>&1 || die "'$1' is not on PATH; install it: $2"
+}
+need docker "https://docs.docker.com/engine/install/"
+need kind "https://kind.sigs.k8s.io/docs/user/quick-start/#installation"
+need kubectl "https://kubernetes.io/docs/tasks/tools/"
+docker info >/dev/null 2>&1 || die "docker is installed but no Docker daemon answers 'docker info' (is it running, and may this user use it?)"
+
+# The default image is the one the compiled pipeline names (components/image.py), so
+# `kfp-finetune compile` needs no --image for this cluster. Read with sed: no Python needed here.
+image_py="${repo}/components/image.py"
+default_image="$(sed -n 's/^IMAGE_NAME = "\(.*\)"$/\1/p' "${image_py}"):$(sed -n 's/^IMAGE_TAG = "\(.*\)"$/\1/p' "${image_py}")"
+image="${KFP_FINETUNE_IMAGE:-${default_image}}"
+[[ "${image}" == *?:?* ]] || die "could not read IMAGE_NAME/IMAGE_TAG from ${image_py}; set KFP_FINETUNE_IMAGE"
+# kind-loaded images are only used when the pod does not pull: ':latest' means pull Always.
+[[ "${image}" != *:latest ]] || die "image '${image}' is tagged latest; kind-loaded images need another tag"
+
+# Fail early with a clear message when the manifests tag does not exist (kubectl's kustomize
+# error for a missing ref is a long git trace).
+if command -v git >/dev/null 2>&1; then
+  if ! git ls-remote --exit-code --tags https://github.com/kubeflow/pipelines "refs/tags/${kfp_version}" >/dev/null 2>&1; then
+    die "kubeflow/pipelines has no tag '${kfp_version}' (or GitHub is unreachable); set KFP_VERSION to a released backend version"
+  fi
+fi
+
+# 1. Cluster, with the registry folder mounted into the node.
+mkdir -p "${registry_dir}"
+registry_dir="$(cd "${registry_dir}" && pwd)"
+# Steps run as uid 10001 (docker/Dockerfile); a private folder would make every push fail.
+chmod a+rwx "${registry_dir}"
+if kind get clusters 2>/dev/null | grep -qx "${cluster}"; then
+  say "cluster '${cluster}' exists; reusing it"
+else
+  config="$(mktemp)"
+  trap 'rm -f "${config}"' EXIT
+  sed -e "s|__REGISTRY_HOST_DIR__|${registry_dir}|" -e "s|^name: .*|name: ${cluster}|" \
+    "${here}/kind-cluster.yaml" >"${config}"
+  say "creating cluster '${cluster}' (registry folder ${registry_dir})"
+  kind create cluster --config "${config}" --wait 180s
+  rm -f "${config}"
+fi
+kc() { kubectl --context "${context}" "$@"; }
+
+# 2. Standalone KFP (the official kustomize manifests; platform-agnostic: no GCP pieces,
+#    MinIO and MySQL in-cluster).
+say "installing Kubeflow Pipelines ${kfp_version}"
+kc apply -k "${manifests}/cluster-scoped-resources?ref=${kfp_version}"
+kc wait --for condition=established --timeout=120s crd/applications.app.k8s.io
+kc apply -k "${manifests}/env/platform-agnostic?ref=${kfp_version}"
+
+# 3. The component image, built here and loaded into the node (no registry push needed).
+if [[ "${KFP_FINETUNE_SKIP_BUILD:-0}" != 1 ]]; then
+  say "building ${image}"
+  docker build -f "${here}/Dockerfile" -t "${image}" "${repo}"
+fi
+say "loading ${image} into kind"
+kind load docker-image "${image}" --name "${cluster}"
+
+# 4. The registry folder as a PVC in the namespace where KFP runs steps; a pipeline mounts it
+#    with kfp.kubernetes.mount_pvc(task, pvc_name="kfp-finetune-registry", mount_path=...).
+kc apply -f - <<YAML
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: kfp-finetune-registry
+spec:
+  capacity: {storage: 20Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: kfp-finetune-host
+  hostPath: {path: /mnt/kfp-finetune-registry, type: Directory}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: kfp-finetune-registry
+  namespace: kubeflow
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: kfp-finetune-host
+  volumeName: kfp-finetune-registry
+  resources: {requests: {storage: 20Gi}}
+YAML
+
+say "waiting for KFP deployments (first start pulls images; often 5-10 minutes)"
+kc -n kubeflow wait --for=condition=Available deployment --all --timeout=20m
+
+say "ready: image ${image}; compile with: kfp-finetune compile --image ${image}"
+if [[ "${KFP_FINETUNE_NO_PORT_FORWARD:-0}" == 1 ]]; then
+  say "port-forward skipped; run: kubectl --context ${context} -n kubeflow port-forward svc/ml-pipeline-ui ${port}:80"
+  exit 0
+fi
+say "KFP UI and API on http://localhost:${port} (Ctrl-C stops the port-forward, not the cluster)"
+say "submit with: kfp-finetune submit --host http://localhost:${port} --config YOUR.yaml"
+exec kubectl --context "${context}" -n kubeflow port-forward svc/ml-pipeline-ui "${port}:80"

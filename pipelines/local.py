@@ -1,0 +1,115 @@
+"""``run-local``: the compiled pipeline executed on this machine by ``kfp.local``.
+
+The steps run as subprocesses of this Python (``SubprocessRunner(use_venv=False)``: the project is
+installed here, and a per-task venv would reinstall TensorFlow for every step, see TRAPS.md).
+Accelerator settings are ignored by local runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from typing import Any
+
+from components.step_errors import ERROR_FILE_ENV, read_errors
+
+
+class PipelineRunError(RuntimeError):
+    """A local run failed; ``str()`` is one readable line naming the failed step and its error."""
+
+
+@dataclasses.dataclass
+class LocalRunResult:
+    """What a finished local run produced (the ``--summary`` JSON is ``summary()``)."""
+
+    status: str
+    blessed: bool
+    reason: str
+    accuracy: float
+    macro_f1: float
+    pushed: dict | None
+    pipeline_root: str
+    run_dir: str | None
+    seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        """``status``, ``metrics`` (accuracy, macro_f1), ``blessed``, ``reason``, ``pushed``
+        (model, version, uri, alias, or None), ``pipeline_root``, ``run_dir``, ``seconds``."""
+        return {
+            "status": self.status,
+            "metrics": {"accuracy": self.accuracy, "macro_f1": self.macro_f1},
+            "blessed": self.blessed,
+            "reason": self.reason,
+            "pushed": self.pushed,
+            "pipeline_root": self.pipeline_root,
+            "run_dir": self.run_dir,
+            "seconds": self.seconds,
+        }
+
+
+def _latest_run_dir(pipeline_root: str, before: set[str]) -> str | None:
+    if not os.path.isdir(pipeline_root):
+        return None
+    new = sorted(set(os.listdir(pipeline_root)) - before)
+    return os.path.join(pipeline_root, new[-1]) if new else None
+
+
+def run_local(params: dict[str, Any], pipeline_root: str, package_path: str | None = None) -> LocalRunResult:
+    """Runs the compiled pipeline locally and returns its outputs.
+
+    Args:
+        params: Pipeline parameters (snake_case names of ``pipelines.pipeline.PARAMETERS``).
+        pipeline_root: Local folder for the run's artifacts (created).
+        package_path: A compiled pipeline YAML; default: compile the current pipeline.
+
+    Raises:
+        PipelineRunError: a step failed; the message is ``step <name> failed: <Error>: <message>``.
+        ValueError: ``pipeline_root`` is a remote URI (kfp.local would write a local folder
+            literally named ``gs:``, see TRAPS.md).
+    """
+    from kfp import components, local
+
+    if "://" in pipeline_root:
+        raise ValueError(f"pipeline_root {pipeline_root!r} must be a local folder for run-local")
+    pipeline_root = os.path.abspath(pipeline_root)
+    os.makedirs(pipeline_root, exist_ok=True)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="kfp-finetune-") as tmp:
+        if package_path is None:
+            from pipelines.pipeline import compile_pipeline
+
+            package_path = compile_pipeline(os.path.join(tmp, "pipeline.yaml"))
+        pipeline = components.load_component_from_file(package_path)
+        error_file = os.path.join(tmp, "errors.jsonl")
+        before = set(os.listdir(pipeline_root))
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=pipeline_root, raise_on_error=True)
+        previous = os.environ.get(ERROR_FILE_ENV)
+        os.environ[ERROR_FILE_ENV] = error_file  # inherited by the step subprocesses
+        try:
+            task = pipeline(**params)
+        except Exception as e:
+            errors = read_errors(error_file)
+            if errors:
+                raise PipelineRunError(f"step {errors[-1]['step']} failed: {errors[-1]['error']}") from e
+            raise PipelineRunError(f"pipeline failed: {type(e).__name__}: {e}") from e
+        finally:
+            if previous is None:
+                os.environ.pop(ERROR_FILE_ENV, None)
+            else:
+                os.environ[ERROR_FILE_ENV] = previous
+    out = task.outputs
+    pushed = json.loads(out["pushed"]) if out["pushed"] else None
+    return LocalRunResult(
+        status="succeeded",
+        blessed=bool(out["blessed"]),
+        reason=out["reason"],
+        accuracy=float(out["accuracy"]),
+        macro_f1=float(out["macro_f1"]),
+        pushed=pushed,
+        pipeline_root=pipeline_root,
+        run_dir=_latest_run_dir(pipeline_root, before),
+        seconds=round(time.perf_counter() - start, 1),
+    )

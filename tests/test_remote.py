@@ -1,0 +1,645 @@
+"""Tests of pipelines/remote.py against a loopback server that speaks KFP's v2beta1 REST API.
+
+The real ``kfp.Client`` (kfp 2.17.3) is used throughout; only the server is a stand-in. Paths
+served, as called by kfp/client/client.py through kfp_server_api:
+
+* ``GET  /apis/v2beta1/healthz``            (Client.__init__, when no namespace is set)
+* ``GET  /apis/v2beta1/experiments``        (get experiment by name: ``filter`` query)
+* ``POST /apis/v2beta1/experiments``        (create experiment)
+* ``POST /apis/v2beta1/runs``               (create run with an inline ``pipeline_spec``)
+* ``GET  /apis/v2beta1/runs/{run_id}``      (poll state)
+* ``POST /apis/v2beta1/recurringruns``      (create recurring run)
+"""
+
+# No "from __future__ import annotations" here: kfp 2.17.3 reads component signatures from
+# real annotation objects and rejects the strings that import would leave
+# ("Artifacts must have both a schema_title and a schema_version").
+import argparse
+import http.server
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import types
+import urllib.parse
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kfp import compiler, dsl
+
+from pipelines import remote
+
+REPO = Path(__file__).resolve().parents[1]
+KIND_UP = REPO / "docker" / "kind-up.sh"
+
+
+# --------------------------------------------------------------------------------------------
+# A stand-in pipeline (the real one lives in pipelines/pipeline.py, written elsewhere)
+# --------------------------------------------------------------------------------------------
+
+
+@dsl.component(base_image="python:3.11-slim")
+def _train(data_uri: str, epochs: int, learning_rate: float) -> float:
+    return learning_rate * epochs
+
+
+@dsl.pipeline(name="tiny-finetune", description="stand-in for finetune_pipeline")
+def _tiny_pipeline(
+    data_uri: str,
+    epochs: int = 2,
+    learning_rate: float = 0.01,
+    accelerator_type: str = "nvidia.com/gpu",
+    accelerator_count: int = 1,
+    unfreeze: bool = False,
+    class_names: list = [],  # noqa: B006 - KFP needs a literal default
+):
+    task = _train(data_uri=data_uri, epochs=epochs, learning_rate=learning_rate)
+    task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
+
+
+def _compile_tiny(package_path: str) -> str:
+    compiler.Compiler().compile(_tiny_pipeline, package_path)
+    return package_path
+
+
+@pytest.fixture(scope="session")
+def package(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return _compile_tiny(str(tmp_path_factory.mktemp("pkg") / "tiny.yaml"))
+
+
+# --------------------------------------------------------------------------------------------
+# The loopback KFP API server
+# --------------------------------------------------------------------------------------------
+
+
+class FakeKfp:
+    """Records every request and answers like the KFP v2beta1 API for the paths above."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.experiments: dict[str, dict[str, Any]] = {}
+        self.run_states: list[str] = ["PENDING"]
+        self.fail: dict[tuple[str, str], tuple[int, str]] = {}
+        self._lock = threading.Lock()
+
+    def calls(self, method: str, path: str) -> list[dict[str, Any]]:
+        return [r for r in self.requests if r["method"] == method and r["path"] == path]
+
+    def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict]:
+        parsed = urllib.parse.urlsplit(raw_path)
+        path = parsed.path
+        query = urllib.parse.parse_qs(parsed.query)
+        payload = json.loads(body) if body else None
+        with self._lock:
+            self.requests.append(
+                {"method": method, "path": path, "query": query, "headers": headers, "body": payload}
+            )
+            if (method, path) in self.fail:
+                status, message = self.fail[(method, path)]
+                return status, {"error": message, "code": 3, "message": message}
+            if method == "GET" and path == "/apis/v2beta1/healthz":
+                return 200, {"multi_user": False}
+            if method == "GET" and path == "/apis/v2beta1/experiments":
+                wanted = json.loads(query["filter"][0])["predicates"][0]["stringValue"]
+                found = [e for e in self.experiments.values() if e["display_name"] == wanted]
+                return 200, ({"experiments": found, "total_size": len(found)} if found else {})
+            if method == "POST" and path == "/apis/v2beta1/experiments":
+                experiment_id = f"exp-{len(self.experiments) + 1}"
+                experiment = {**payload, "experiment_id": experiment_id}
+                self.experiments[experiment_id] = experiment
+                return 200, experiment
+            if method == "POST" and path == "/apis/v2beta1/runs":
+                return 200, {**payload, "run_id": "run-1", "state": "PENDING"}
+            if method == "GET" and path.startswith("/apis/v2beta1/runs/"):
+                state = self.run_states.pop(0) if len(self.run_states) > 1 else self.run_states[0]
+                return 200, {"run_id": path.rsplit("/", 1)[1], "state": state}
+            if method == "POST" and path == "/apis/v2beta1/recurringruns":
+                return 200, {**payload, "recurring_run_id": "rr-1"}
+            return 404, {"error": f"no route {method} {path}", "code": 5, "message": f"no route {path}"}
+
+
+def _handler_for(fake: FakeKfp) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            status, payload = fake.handle(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_DELETE = _answer
+
+        def log_message(self, *args: Any) -> None:  # keep pytest output clean
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def kfp_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """Yields ``(fake, host)`` for a KFP stand-in on a free loopback port."""
+    import kfp.client.client as kfp_client
+
+    # A developer's ~/.config/kfp/context.json (namespace, cookies) or KF_PIPELINES_* variables
+    # would change what kfp.Client sends.
+    monkeypatch.setattr(kfp_client.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "no-context.json"))
+    for name in list(os.environ):
+        if name.startswith("KF_PIPELINES_") or name == remote.TOKEN_ENV:
+            monkeypatch.delenv(name)
+    fake = FakeKfp()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(fake))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield fake, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------------------------
+# Cron validation
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "sent", "rewritten"),
+    [
+        ("0 0 3 * * *", "0 0 3 * * *", False),
+        ("0 3 * * *", "0 0 3 * * *", True),  # standard crontab: 03:00 daily
+        ("0 9 * * 1", "0 0 9 * * 1", True),  # robfig would read this as minute 9 of every hour in Jan
+        ("  0   0  3 *  * * ", "0 0 3 * * *", False),
+        ("0 0 0/6 * * ?", "0 0 0/6 * * ?", False),
+        ("0 0 9 ? * MON-FRI", "0 0 9 ? * MON-FRI", False),
+        ("0 30 2 1,15 jan,jul *", "0 30 2 1,15 jan,jul *", False),
+        ("*/15 * * * * *", "*/15 * * * * *", False),
+        ("0 */10 * * *", "0 0 */10 * * *", True),
+        ("@daily", "@daily", False),
+        ("@every 6h", "@every 6h", False),
+        ("@every 1h30m", "@every 1h30m", False),
+    ],
+)
+def test_normalize_cron_accepts(given: str, sent: str, rewritten: bool) -> None:
+    spec = remote.normalize_cron(given)
+    assert spec.expression == sent
+    assert (spec.note is not None) == rewritten
+    if rewritten:
+        assert sent in spec.note and "6" in spec.note
+
+
+@pytest.mark.parametrize(
+    ("given", "names"),
+    [
+        ("", "empty"),
+        ("* * * *", "found 4"),
+        ("0 0 0 1 1 * 2030", "found 7"),
+        ("60 * * * * *", "second"),
+        ("0 60 * * * *", "minute"),
+        ("0 0 24 * * *", "hour"),
+        ("0 0 0 0 * *", "day-of-month"),
+        ("0 0 0 32 * *", "day-of-month"),
+        ("0 0 0 * 13 *", "month"),
+        ("0 0 0 * * 7", "day-of-week"),  # robfig: 0-6 only
+        ("0 0 0 L * *", "day-of-month"),  # Quartz "last day": not robfig
+        ("0 0 0 * * 1#2", "day-of-week"),
+        ("0 0 0 * * H", "day-of-week"),
+        ("0 0 */0 * * *", "step"),
+        ("0 0 5-1 * * *", "backwards"),
+        ("0 0 1-2-3 * * *", "too many '-'"),
+        ("? * * * * *", "'?'"),
+        ("0 0 0 * FOO *", "month"),
+        ("@reboot", "descriptor"),
+        ("@every soon", "@every"),
+        ("@every 10ms", "at least 1s"),
+        ("0,,5 * * * * *", "empty list item"),
+    ],
+)
+def test_normalize_cron_rejects(given: str, names: str) -> None:
+    with pytest.raises(ValueError) as excinfo:
+        remote.normalize_cron(given)
+    message = str(excinfo.value)
+    assert repr(given) in message
+    assert names in message
+
+
+# --------------------------------------------------------------------------------------------
+# Parameters
+# --------------------------------------------------------------------------------------------
+
+
+def test_read_pipeline_package(package: str) -> None:
+    pkg = remote.read_pipeline_package(package)
+    assert pkg.name == "tiny-finetune"
+    assert pkg.parameters["data_uri"].required
+    assert not pkg.parameters["epochs"].required
+    assert pkg.parameters["epochs"].parameter_type == "NUMBER_INTEGER"
+    assert pkg.parameters["learning_rate"].parameter_type == "NUMBER_DOUBLE"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("epochs", "5", 5),
+        ("epochs", 5.0, 5),
+        ("learning-rate", "1e-3", 0.001),
+        ("learning_rate", 1, 1.0),
+        ("unfreeze", "yes", True),
+        ("unfreeze", "False", False),
+        ("class_names", '["cat", "dog"]', ["cat", "dog"]),
+        ("accelerator_type", "nvidia.com/gpu", "nvidia.com/gpu"),
+    ],
+)
+def test_check_params_converts(package: str, key: str, value: Any, expected: Any) -> None:
+    checked = remote.check_params(remote.read_pipeline_package(package), {"data_uri": "/d", key: value})
+    assert checked[key.replace("-", "_")] == expected
+    assert type(checked[key.replace("-", "_")]) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("params", "names"),
+    [
+        ({"data_uri": "/d", "epochz": 3}, "'epochz'"),
+        ({"epochs": 3}, "data_uri"),
+        ({"data_uri": "/d", "epochs": "three"}, "'epochs'"),
+        ({"data_uri": "/d", "epochs": 2.5}, "'epochs'"),
+        ({"data_uri": "/d", "epochs": True}, "'epochs'"),
+        ({"data_uri": "/d", "unfreeze": "maybe"}, "'unfreeze'"),
+        ({"data_uri": 3}, "'data_uri'"),
+        ({"data_uri": "/d", "class_names": "{}"}, "'class_names'"),
+    ],
+)
+def test_check_params_rejects(package: str, params: dict, names: str) -> None:
+    with pytest.raises(ValueError, match=names):
+        remote.check_params(remote.read_pipeline_package(package), params)
+
+
+def test_load_params_config_then_overrides(tmp_path: Path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text("data-uri: gs://bucket/digits\nepochs: 3\nlearning_rate: 0.01\n")
+    params = remote.load_params(str(config), [("epochs", "7"), ("target-env", "dev")])
+    assert params == {"data_uri": "gs://bucket/digits", "epochs": "7", "learning_rate": 0.01, "target_env": "dev"}
+
+
+def test_load_params_rejects_duplicate_and_non_mapping(tmp_path: Path) -> None:
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("data-uri: a\ndata_uri: b\n")
+    with pytest.raises(ValueError, match="data_uri"):
+        remote.load_params(str(dup), [])
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- a\n- b\n")
+    with pytest.raises(ValueError, match="mapping"):
+        remote.load_params(str(listing), [])
+    with pytest.raises(FileNotFoundError):
+        remote.load_params(str(tmp_path / "missing.yaml"), [])
+
+
+# --------------------------------------------------------------------------------------------
+# submit / schedule against the loopback server
+# --------------------------------------------------------------------------------------------
+
+
+def test_submit_sends_compiled_spec_and_typed_params(kfp_server, package: str) -> None:
+    fake, host = kfp_server
+    result = remote.submit(
+        host,
+        package,
+        {"data-uri": "gs://bucket/digits", "epochs": "3", "learning_rate": 0.001},
+        run_name="nightly",
+    )
+
+    assert fake.calls("GET", "/apis/v2beta1/healthz")
+    [lookup] = fake.calls("GET", "/apis/v2beta1/experiments")
+    assert json.loads(lookup["query"]["filter"][0])["predicates"][0]["stringValue"] == "kfp-finetune"
+    [created] = fake.calls("POST", "/apis/v2beta1/experiments")
+    assert created["body"]["display_name"] == "kfp-finetune"
+
+    [run] = fake.calls("POST", "/apis/v2beta1/runs")
+    body = run["body"]
+    with open(package, encoding="utf-8") as f:
+        compiled = yaml.safe_load(f)
+    assert body["pipeline_spec"]["pipelineInfo"]["name"] == "tiny-finetune"
+    assert body["pipeline_spec"]["root"] == compiled["root"]
+    assert body["pipeline_spec"]["deploymentSpec"] == compiled["deploymentSpec"]
+    assert body["runtime_config"]["parameters"] == {
+        "data_uri": "gs://bucket/digits",
+        "epochs": 3,
+        "learning_rate": 0.001,
+    }
+    assert body["experiment_id"] == "exp-1"
+    assert body["display_name"] == "nightly"
+    assert "authorization" not in run["headers"]
+
+    assert result["run_id"] == "run-1"
+    assert result["experiment_id"] == "exp-1"
+    assert result["url"] == f"{host}/#/runs/details/run-1"
+    assert "state" not in result
+
+
+def test_submit_reuses_existing_experiment(kfp_server, package: str) -> None:
+    fake, host = kfp_server
+    fake.experiments["exp-9"] = {"experiment_id": "exp-9", "display_name": "retrain"}
+    result = remote.submit(host, package, {"data_uri": "/d"}, experiment="retrain")
+    assert not fake.calls("POST", "/apis/v2beta1/experiments")
+    assert fake.calls("POST", "/apis/v2beta1/runs")[0]["body"]["experiment_id"] == "exp-9"
+    assert result["experiment_id"] == "exp-9"
+    # The default run name comes from the pipeline, not from a temp file name.
+    assert result["run_name"].startswith("tiny-finetune ")
+
+
+@pytest.mark.parametrize("final", ["SUCCEEDED", "FAILED", "CANCELED"])
+def test_submit_wait_polls_until_final_state(kfp_server, package: str, final: str) -> None:
+    fake, host = kfp_server
+    fake.run_states = ["PENDING", "RUNNING", final]
+    result = remote.submit(host, package, {"data_uri": "/d"}, wait=True, timeout_s=10, poll_s=0.01)
+    assert result["state"] == final
+    assert len(fake.calls("GET", "/apis/v2beta1/runs/run-1")) == 3
+
+
+def test_submit_wait_times_out_with_run_id(kfp_server, package: str) -> None:
+    fake, host = kfp_server
+    fake.run_states = ["RUNNING"]
+    with pytest.raises(TimeoutError, match="run-1 still RUNNING"):
+        remote.submit(host, package, {"data_uri": "/d"}, wait=True, timeout_s=0.2, poll_s=0.05)
+
+
+def test_token_from_env_at_call_time_and_argument_wins(kfp_server, package: str, monkeypatch) -> None:
+    fake, host = kfp_server
+    monkeypatch.setenv("KFP_TOKEN", "from-env")
+    remote.submit(host, package, {"data_uri": "/d"})
+    assert {r["headers"].get("authorization") for r in fake.requests} == {"Bearer from-env"}
+    fake.requests.clear()
+    remote.submit(host, package, {"data_uri": "/d"}, existing_token="explicit")
+    assert {r["headers"].get("authorization") for r in fake.requests} == {"Bearer explicit"}
+
+
+def test_namespace_goes_to_the_experiment(kfp_server, package: str) -> None:
+    fake, host = kfp_server
+    remote.submit(host, package, {"data_uri": "/d"}, namespace="team-a")
+    # With a namespace kfp.Client skips the multi-user probe.
+    assert not fake.calls("GET", "/apis/v2beta1/healthz")
+    assert fake.calls("GET", "/apis/v2beta1/experiments")[0]["query"]["namespace"] == ["team-a"]
+    assert fake.calls("POST", "/apis/v2beta1/experiments")[0]["body"]["namespace"] == "team-a"
+
+
+def test_schedule_sends_six_field_cron_and_limits(kfp_server, package: str) -> None:
+    fake, host = kfp_server
+    result = remote.schedule(
+        host, package, {"data_uri": "/d", "epochs": 4}, cron="30 2 * * *", max_concurrency=2, job_name="nightly"
+    )
+    [call] = fake.calls("POST", "/apis/v2beta1/recurringruns")
+    body = call["body"]
+    assert body["trigger"]["cron_schedule"]["cron"] == "0 30 2 * * *"
+    assert int(body["max_concurrency"]) == 2
+    assert body["no_catchup"] is True
+    assert body["mode"] == "ENABLE"
+    assert body["display_name"] == "nightly"
+    assert body["experiment_id"] == "exp-1"
+    assert body["pipeline_spec"]["pipelineInfo"]["name"] == "tiny-finetune"
+    assert body["runtime_config"]["parameters"] == {"data_uri": "/d", "epochs": 4}
+    assert result["recurring_run_id"] == "rr-1"
+    assert result["cron"] == "0 30 2 * * *"
+    assert "0 30 2 * * *" in result["cron_note"]
+    assert result["url"] == f"{host}/#/recurringrun/details/rr-1"
+
+
+def test_schedule_catchup_and_six_field_passthrough(kfp_server, package: str) -> None:
+    fake, host = kfp_server
+    result = remote.schedule(host, package, {"data_uri": "/d"}, cron="0 0 */6 * * *", no_catchup=False)
+    body = fake.calls("POST", "/apis/v2beta1/recurringruns")[0]["body"]
+    assert body["trigger"]["cron_schedule"]["cron"] == "0 0 */6 * * *"
+    assert body["no_catchup"] is False
+    assert result["cron_note"] is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"cron": "0 0 3 * * * *"}, "found 7"),
+        ({"cron": "0 3 * * *", "max_concurrency": 0}, "max_concurrency"),
+        ({"cron": "0 3 * * *", "max_concurrency": 11}, "max_concurrency"),
+    ],
+)
+def test_schedule_refuses_before_any_request(kfp_server, package: str, kwargs: dict, message: str) -> None:
+    fake, host = kfp_server
+    with pytest.raises(ValueError, match=message):
+        remote.schedule(host, package, {"data_uri": "/d"}, **kwargs)
+    assert fake.requests == []
+
+
+def test_submit_refuses_bad_params_before_any_request(kfp_server, package: str) -> None:
+    fake, host = kfp_server
+    with pytest.raises(ValueError, match="missing required pipeline parameter"):
+        remote.submit(host, package, {"epochs": 1})
+    assert fake.requests == []
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def _cli(argv: list[str]) -> tuple[int, str, str]:
+    parser = argparse.ArgumentParser(prog="kfp-finetune")
+    remote.add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = args.func(args)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cli_submit_config_and_param_override(kfp_server, package: str, tmp_path: Path) -> None:
+    fake, host = kfp_server
+    config = tmp_path / "dev.yaml"
+    config.write_text("data-uri: gs://bucket/digits\nepochs: 3\n")
+    code, out, err = _cli(
+        ["submit", "--host", host, "--package", package, "--config", str(config), "--param", "epochs=5",
+         "--param", "learning-rate=0.02", "--run-name", "cli-run"]
+    )
+    assert code == 0, err
+    assert json.loads(out)["run_id"] == "run-1"  # stdout is only the JSON result
+    params = fake.calls("POST", "/apis/v2beta1/runs")[0]["body"]["runtime_config"]["parameters"]
+    assert params == {"data_uri": "gs://bucket/digits", "epochs": 5, "learning_rate": 0.02}
+
+
+def test_cli_submit_wait_failed_run_exits_1(kfp_server, package: str) -> None:
+    fake, host = kfp_server
+    fake.run_states = ["FAILED"]
+    code, out, _ = _cli(["submit", "--host", host, "--package", package, "--param", "data_uri=/d", "--wait"])
+    assert code == 1
+    assert json.loads(out)["state"] == "FAILED"
+
+
+def test_cli_schedule_says_when_cron_was_rewritten(kfp_server, package: str) -> None:
+    fake, host = kfp_server
+    code, out, err = _cli(
+        ["schedule", "--host", host, "--package", package, "--param", "data_uri=/d", "--cron", "0 3 * * 1",
+         "--max-concurrency", "3", "--catchup"]
+    )
+    assert code == 0, err
+    assert "note:" in err and "0 0 3 * * 1" in err
+    body = fake.calls("POST", "/apis/v2beta1/recurringruns")[0]["body"]
+    assert body["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
+    assert int(body["max_concurrency"]) == 3
+    assert body["no_catchup"] is False
+    assert json.loads(out)["cron"] == "0 0 3 * * 1"
+
+
+@pytest.mark.parametrize(
+    ("argv_tail", "fragment"),
+    [
+        (["submit", "--param", "epochz=1", "--param", "data_uri=/d"], "unknown pipeline parameter 'epochz'"),
+        (["schedule", "--param", "data_uri=/d", "--cron", "every day"], "invalid cron expression 'every day'"),
+        (["submit", "--config", "/nonexistent/run.yaml"], "does not exist"),
+    ],
+)
+def test_cli_errors_are_one_line_exit_2(kfp_server, package: str, argv_tail: list[str], fragment: str) -> None:
+    fake, host = kfp_server
+    code, out, err = _cli([argv_tail[0], "--host", host, "--package", package, *argv_tail[1:]])
+    assert code == 2
+    assert out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert fragment in err
+    assert fake.calls("POST", "/apis/v2beta1/runs") == []
+
+
+def test_cli_server_refusal_is_reported(kfp_server, package: str) -> None:
+    fake, host = kfp_server
+    fake.fail[("POST", "/apis/v2beta1/runs")] = (400, "Invalid input error: pipeline spec is bad")
+    code, _, err = _cli(["submit", "--host", host, "--package", package, "--param", "data_uri=/d"])
+    assert code == 2
+    assert err.startswith("error: KFP API answered 400") and "pipeline spec is bad" in err
+    assert err.count("\n") == 1
+
+
+def test_cli_unreachable_host(package: str, monkeypatch) -> None:
+    monkeypatch.delenv("KFP_TOKEN", raising=False)
+    host = f"http://127.0.0.1:{_free_port()}"
+    code, _, err = _cli(["submit", "--host", host, "--package", package, "--param", "data_uri=/d"])
+    assert code == 2
+    assert err.startswith(f"error: cannot reach KFP at {host}")
+
+
+def test_cli_without_package_compiles_lazily(kfp_server, monkeypatch) -> None:
+    fake, host = kfp_server
+    seen: dict[str, Any] = {}
+
+    def compile_pipeline(package_path: str, image: str | None = None) -> str:
+        seen.update(path=package_path, image=image)
+        return _compile_tiny(package_path)
+
+    # pipelines.pipeline is written by another engineer; remote.py must import it only when
+    # compiling, so a stand-in module is enough here.
+    monkeypatch.setitem(sys.modules, "pipelines.pipeline", types.SimpleNamespace(compile_pipeline=compile_pipeline))
+    code, out, err = _cli(
+        ["submit", "--host", host, "--image", "localhost/kfp-finetune:dev", "--param", "data_uri=/d"]
+    )
+    assert code == 0, err
+    assert seen["image"] == "localhost/kfp-finetune:dev"
+    assert not os.path.exists(seen["path"])  # the temporary package is cleaned up
+    assert fake.calls("POST", "/apis/v2beta1/runs")[0]["body"]["pipeline_spec"]["pipelineInfo"]["name"] == "tiny-finetune"
+
+
+def test_cli_image_with_package_is_refused(kfp_server, package: str) -> None:
+    _, host = kfp_server
+    code, _, err = _cli(["submit", "--host", host, "--package", package, "--image", "x:y", "--param", "data_uri=/d"])
+    assert code == 2 and "--image" in err
+
+
+def test_module_import_does_not_compile() -> None:
+    # Importing remote must not import the pipeline (and with it every component module).
+    code = "import sys, pipelines.remote; print('pipelines.pipeline' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert result.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------------------------
+# Real cluster / real kind
+# --------------------------------------------------------------------------------------------
+
+
+@dsl.component(base_image="python:3.11-slim")
+def _echo(message: str) -> str:
+    return message
+
+
+@dsl.pipeline(name="kfp-finetune-smoke")
+def _smoke_pipeline(message: str = "hello"):
+    # No GPU request: a kind cluster has none and the run would stay Pending.
+    _echo(message=message)
+
+
+@pytest.mark.cluster
+def test_submit_to_real_cluster(tmp_path: Path) -> None:
+    host = os.environ.get("KFP_HOST")
+    if not host:
+        pytest.skip("KFP_HOST is not set: no KFP API server to submit to (e.g. KFP_HOST=http://localhost:8080)")
+    package = str(tmp_path / "smoke.yaml")
+    compiler.Compiler().compile(_smoke_pipeline, package)
+    result = remote.submit(
+        host,
+        package,
+        {"message": "from test_remote"},
+        experiment="kfp-finetune-tests",
+        wait=True,
+        timeout_s=600,
+        poll_s=5,
+    )
+    assert result["run_id"]
+    assert result["state"] == "SUCCEEDED"
+
+
+def test_kind_up_script_parses() -> None:
+    assert KIND_UP.is_file(), f"{KIND_UP} is missing"
+    subprocess.run(["bash", "-n", str(KIND_UP)], check=True)
+
+
+def test_kind_up_names_the_missing_tool(tmp_path: Path) -> None:
+    # A PATH with only what the script needs before its checks: docker/kind/kubectl missing.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dirname").symlink_to(shutil.which("dirname"))
+    result = subprocess.run(
+        [shutil.which("bash"), str(KIND_UP)], capture_output=True, text=True, env={"PATH": str(bin_dir), "HOME": str(tmp_path)}
+    )
+    assert result.returncode != 0
+    assert "'docker' is not on PATH" in result.stderr
+
+
+def _docker_answers() -> bool:
+    if not (shutil.which("docker") and shutil.which("kind") and shutil.which("kubectl")):
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+
+
+@pytest.mark.kind
+def test_kind_up_end_to_end(tmp_path: Path) -> None:
+    if not _docker_answers():
+        pytest.skip("needs docker, kind and kubectl on PATH and a Docker daemon that answers `docker info`")
+    env = {**os.environ, "KFP_FINETUNE_CLUSTER": "kfp-finetune-test", "KFP_FINETUNE_NO_PORT_FORWARD": "1"}
+    try:
+        subprocess.run(["bash", str(KIND_UP)], check=True, env=env, cwd=REPO, timeout=1800)
+        nodes = subprocess.run(
+            ["kubectl", "--context", "kind-kfp-finetune-test", "-n", "kubeflow", "get", "deploy", "ml-pipeline"],
+            capture_output=True, text=True, check=True,
+        )
+        assert "ml-pipeline" in nodes.stdout
+    finally:
+        subprocess.run(["kind", "delete", "cluster", "--name", "kfp-finetune-test"], check=False)
