@@ -177,6 +177,27 @@ def inspect_image(data: bytes, max_pixels: int) -> dict[str, Any]:
     return {"ok": True, "width": width, "height": height, "mode": mode, "format": fmt}
 
 
+def decode_images(encoded: Any, image_size: int) -> Any:
+    """Decodes and resizes a batch of encoded images (the pixels every model here sees).
+
+    Args:
+        encoded: tf.string ``[batch]`` of PNG, JPEG, GIF (first frame) or BMP file contents.
+        image_size: Output height and width in pixels.
+
+    Returns:
+        float32 ``[batch, image_size, image_size, 3]``, RGB in [0, 255] (grayscale replicated to
+        three channels, alpha dropped; bilinear resize with antialiasing).
+    """
+    import tensorflow as tf
+
+    def decode(one: tf.Tensor) -> tf.Tensor:
+        image = tf.io.decode_image(one, channels=3, expand_animations=False)
+        image = tf.image.resize(image, [image_size, image_size], antialias=True)
+        return tf.clip_by_value(image, 0.0, 255.0)
+
+    return tf.map_fn(decode, encoded, fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32))
+
+
 def make_preprocessing_fn(image_size: int, scaling: str):
     """Builds the tf.Transform ``preprocessing_fn``.
 
@@ -189,17 +210,8 @@ def make_preprocessing_fn(image_size: int, scaling: str):
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    def decode(encoded: tf.Tensor) -> tf.Tensor:
-        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-        image = tf.image.resize(image, [image_size, image_size], antialias=True)
-        return tf.clip_by_value(image, 0.0, 255.0)
-
     def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        images = tf.map_fn(
-            decode,
-            inputs[IMAGE_KEY],
-            fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32),
-        )
+        images = decode_images(inputs[IMAGE_KEY], image_size)
         outputs = {IMAGE_KEY: base_models.scale_pixels(images, scaling)}
         outputs[LABEL_KEY] = tft.compute_and_apply_vocabulary(
             inputs[LABEL_KEY], vocab_filename=LABEL_VOCABULARY, default_value=-1

@@ -1,0 +1,117 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from components import finetune as ft
+from components.preprocess import IMAGE_KEY
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError, match="optimizer 'adagrad' is not one of adam, adamw, sgd, rmsprop"):
+        ft.FinetuneSettings(optimizer="adagrad")
+    with pytest.raises(ValueError, match="learning_rate must be > 0, got 0"):
+        ft.FinetuneSettings(learning_rate=0)
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.0"):
+        ft.FinetuneSettings(dropout=1.0)
+
+
+def test_classifier_shapes_dtypes_and_frozen_base():
+    from components.base_models import build_base_model
+
+    base = build_base_model("mobilenet_v2", 32, None, 0.35)
+    model = ft.build_classifier(base, num_classes=5, dropout=0.2)
+    probs = model(np.zeros((3, 32, 32, 3), "float32"), training=False)
+    probs = np.asarray(probs)
+    assert probs.shape == (3, 5) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert base.trainable is False
+    # Only the head's dense layer trains: kernel and bias.
+    assert [w.path for w in model.trainable_weights] == ["head_classifier/kernel", "head_classifier/bias"]
+
+
+def test_weights_file_that_does_not_fit_names_file_and_model(tmp_path):
+    from components.base_models import build_base_model
+
+    other = build_base_model("mobilenet_v2", 32, None, 0.5)
+    path = str(tmp_path / "alpha-0.5.weights.h5")
+    other.save_weights(path)
+    settings = ft.FinetuneSettings(base_model="mobilenet_v2", base_weights=path, width_multiplier=0.35)
+    with pytest.raises(ValueError, match=r"weights file '.*alpha-0.5.weights.h5' does not fit base model 'mobilenet_v2' \(width_multiplier 0.35\)"):
+        ft.load_base_model(settings, 32, str(tmp_path))
+
+
+def test_missing_weights_file_is_named(tmp_path):
+    settings = ft.FinetuneSettings(base_weights=str(tmp_path / "nope.weights.h5"))
+    with pytest.raises(FileNotFoundError, match="nope.weights.h5"):
+        ft.load_base_model(settings, 32, str(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def trained(preprocessed, backbone_weights, tmp_path_factory):
+    model_dir = str(tmp_path_factory.mktemp("model"))
+    settings = ft.FinetuneSettings(
+        base_model="mobilenet_v2", base_weights=backbone_weights[0], width_multiplier=0.35, epochs=4, learning_rate=3e-3
+    )
+    summary = ft.run_finetune(preprocessed["examples"], preprocessed["transform"], model_dir, settings)
+    return model_dir, summary
+
+
+def test_finetune_trains_the_head_and_loss_falls(trained):
+    model_dir, summary = trained
+    loss = summary["history"]["loss"]
+    assert len(loss) == 4
+    assert loss[-1] < loss[0] * 0.9
+    assert summary["labels"] and sorted(summary["labels"]) == ["5", "6", "7", "8", "9"]
+    with open(os.path.join(model_dir, ft.TRAINING_FILE)) as f:
+        assert json.load(f)["history"]["loss"] == loss
+    assert os.path.isfile(os.path.join(model_dir, ft.KERAS_FILE))
+    assert os.listdir(os.path.join(model_dir, "tensorboard"))
+
+
+def test_frozen_base_weights_are_unchanged_by_training(trained, backbone_weights):
+    """BatchNormalization statistics included: the base runs in inference mode."""
+    import keras
+
+    from components.base_models import build_base_model
+
+    model_dir, _ = trained
+    model = keras.models.load_model(os.path.join(model_dir, ft.KERAS_FILE))
+    reference = build_base_model("mobilenet_v2", 32, None, 0.35)
+    reference.load_weights(backbone_weights[0])
+    trained_base = model.get_layer(reference.name)
+    for before, after in zip(reference.weights, trained_base.weights):
+        np.testing.assert_array_equal(np.asarray(before), np.asarray(after), err_msg=before.path)
+
+
+def test_exported_serving_signature_matches_keras_model_in_a_fresh_process(trained, preprocessed, small_digits_dir, tmp_path):
+    import keras
+    import tensorflow_transform as tft
+
+    model_dir, summary = trained
+    files = sorted(os.path.join(small_digits_dir, c, f) for c in ("5", "8") for f in os.listdir(os.path.join(small_digits_dir, c)))[:6]
+    encoded = [open(f, "rb").read() for f in files]
+    # In memory: the Keras model on pixels from the transform graph.
+    tft_output = tft.TFTransformOutput(preprocessed["transform"])
+    import tensorflow as tf
+
+    pixels = tft_output.transform_raw_features({IMAGE_KEY: tf.constant(encoded)}, drop_unused_features=True)[IMAGE_KEY]
+    expected = np.asarray(keras.models.load_model(os.path.join(model_dir, ft.KERAS_FILE))(pixels, training=False))
+    # Fresh process: only TensorFlow and the SavedModel, raw bytes in.
+    script = (
+        "import json, sys, tensorflow as tf\n"
+        "m = tf.saved_model.load(sys.argv[1])\n"
+        "files = json.loads(sys.argv[2])\n"
+        "out = m.signatures['serving_default'](image_bytes=tf.constant([open(f, 'rb').read() for f in files]))\n"
+        "print(json.dumps({'p': out['probabilities'].numpy().tolist(), 'label': [l.decode() for l in out['label'].numpy()]}))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, os.path.join(model_dir, ft.SERVING_DIR), json.dumps(files)],
+        capture_output=True, text=True, check=True,
+    )
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(np.array(got["p"]), expected, atol=1e-5)
+    assert got["label"] == [summary["labels"][i] for i in expected.argmax(axis=1)]

@@ -1,0 +1,188 @@
+import glob
+import hashlib
+import io
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from components import preprocess as pre
+
+
+def _noise_png(size=64) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _png(value: int, size=(8, 8), mode="L") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, value).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_assign_split_is_deterministic_and_follows_the_fractions():
+    hashes = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(20_000)]
+    splits = [pre.assign_split(h, 0.15, 0.15) for h in hashes]
+    assert splits == [pre.assign_split(h, 0.15, 0.15) for h in hashes]
+    shares = {s: splits.count(s) / len(splits) for s in pre.SPLITS}
+    assert shares["test"] == pytest.approx(0.15, abs=0.01)
+    assert shares["eval"] == pytest.approx(0.15, abs=0.01)
+    assert shares["train"] == pytest.approx(0.70, abs=0.01)
+    # A different salt draws a different split.
+    assert splits != [pre.assign_split(h, 0.15, 0.15, salt="other") for h in hashes]
+
+
+def test_split_of_existing_images_does_not_change_when_data_is_added():
+    old = [hashlib.sha256(f"old{i}".encode()).hexdigest() for i in range(500)]
+    before = {h: pre.assign_split(h, 0.1, 0.2) for h in old}
+    new = [hashlib.sha256(f"new{i}".encode()).hexdigest() for i in range(500)]
+    after = {h: pre.assign_split(h, 0.1, 0.2) for h in old + new}
+    assert all(after[h] == s for h, s in before.items())
+
+
+def test_discover_ignores_junk_and_lists_non_images(tmp_path):
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "a.png").write_bytes(_png(1))
+    (tmp_path / "cat" / ".DS_Store").write_bytes(b"x")
+    (tmp_path / "cat" / "Thumbs.db").write_bytes(b"x")
+    (tmp_path / "__MACOSX" / "cat").mkdir(parents=True)
+    (tmp_path / "__MACOSX" / "cat" / "._a.png").write_bytes(b"x")
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "b.png").write_bytes(_png(2))
+    (tmp_path / "dog").mkdir()
+    (tmp_path / "dog" / "b.JPG").write_bytes(b"not really")
+    (tmp_path / "dog" / "notes.txt").write_text("hello")
+    (tmp_path / "README.png").write_bytes(_png(3))
+    candidates, skipped = pre.discover(str(tmp_path))
+    assert [(os.path.relpath(c.uri, tmp_path), c.label) for c in candidates] == [("cat/a.png", "cat"), ("dog/b.JPG", "dog")]
+    assert {os.path.relpath(s["uri"], tmp_path): s["reason"].split(" (")[0] for s in skipped} == {
+        "README.png": "not inside a class folder",
+        "dog/notes.txt": "not an image file",
+    }
+
+
+def test_discover_missing_folder_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope"):
+        pre.discover(str(tmp_path / "nope"))
+
+
+@pytest.mark.parametrize(
+    "data, max_pixels, reason",
+    [
+        (b"hello, world", 10**6, "not a readable image"),
+        (_noise_png()[:3000], 10**6, "corrupt image"),  # truncated inside its pixel data
+        (_png(5, size=(8, 8)), 63, "8x8 pixels exceeds max_pixels 63"),
+    ],
+)
+def test_inspect_image_rejects_with_reason(data, max_pixels, reason):
+    result = pre.inspect_image(data, max_pixels)
+    assert result["ok"] is False
+    assert reason in result["reason"]
+
+
+def test_inspect_image_reads_header():
+    assert pre.inspect_image(_png(5, size=(12, 7), mode="RGB"), 10**6) == {
+        "ok": True, "width": 12, "height": 7, "mode": "RGB", "format": "PNG"
+    }
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError, match=r"eval_fraction \+ test_fraction must be below 1"):
+        pre.PreprocessSettings(image_size=32, eval_fraction=0.5, test_fraction=0.5)
+    with pytest.raises(ValueError, match="image_size 8 is below the minimum input size 32"):
+        pre.PreprocessSettings(image_size=8)
+
+
+def test_preprocess_outputs_on_real_digits(preprocessed, small_digits_dir):
+    stats = preprocessed["stats"]
+    assert stats["classes"] == ["5", "6", "7", "8", "9"]
+    assert stats["num_images"] == 200
+    assert sum(sum(c.values()) for c in stats["class_counts"].values()) == 200
+    assert stats["skipped"] == []
+    # The manifest's split for every image is the pure function's answer for its content hash.
+    with open(os.path.join(preprocessed["examples"], pre.MANIFEST)) as f:
+        rows = [json.loads(line) for line in f]
+    assert len(rows) == 200
+    for row in rows:
+        with open(row["uri"], "rb") as img:
+            assert row["sha256"] == hashlib.sha256(img.read()).hexdigest()
+        assert row["split"] == pre.assign_split(row["sha256"], 0.15, 0.15)
+    for split in pre.SPLITS:
+        assert glob.glob(os.path.join(preprocessed["examples"], split, "*.tfrecord"))
+
+
+def test_transform_graph_decodes_resizes_and_scales(preprocessed, tmp_path):
+    """The preprocessing_fn against values computed independently with PIL and NumPy."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    out = tft.TFTransformOutput(preprocessed["transform"])
+    vocab = [v.decode() for v in out.vocabulary_by_name(pre.LABEL_VOCABULARY)]
+    assert sorted(vocab) == ["5", "6", "7", "8", "9"]
+    white, gray = _png(255, size=(8, 8)), _png(51, size=(40, 20), mode="L")
+    rgb = io.BytesIO()
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(rgb, format="PNG")
+    result = out.transform_raw_features(
+        {pre.IMAGE_KEY: tf.constant([white, gray, rgb.getvalue()]), pre.LABEL_KEY: tf.constant([b"7", b"5", b"unknown"])},
+        drop_unused_features=True,
+    )
+    images = result[pre.IMAGE_KEY].numpy()
+    assert images.shape == (3, 32, 32, 3) and images.dtype == np.float32
+    np.testing.assert_allclose(images[0], 1.0, atol=1e-5)  # 255 -> +1 ("tf" scaling: x / 127.5 - 1)
+    np.testing.assert_allclose(images[1], 51 / 127.5 - 1, atol=1e-4)  # grayscale -> 3 channels
+    np.testing.assert_allclose(images[2][..., 0], 1.0, atol=1e-5)
+    np.testing.assert_allclose(images[2][..., 1:], -1.0, atol=1e-5)
+    labels = result[pre.LABEL_KEY].numpy().tolist()
+    assert labels == [vocab.index("7"), vocab.index("5"), -1]
+
+
+def test_bad_files_are_skipped_with_reason(tmp_path):
+    data = tmp_path / "data"
+    for label, value in (("a", 10), ("b", 200)):
+        (data / label).mkdir(parents=True)
+        for i in range(6):
+            (data / label / f"{i}.png").write_bytes(_png(value + i))
+    (data / "a" / "broken.png").write_bytes(b"\x89PNG not an image")
+    (data / "b" / "notes.txt").write_text("labels are folder names")
+    (data / "b" / ".DS_Store").write_bytes(b"junk")
+    stats = pre.run_preprocess(
+        str(data), str(tmp_path / "ex"), str(tmp_path / "tf"),
+        pre.PreprocessSettings(image_size=32, eval_fraction=0.0, test_fraction=0.0),
+    )
+    assert stats["num_images"] == 12
+    assert stats["class_counts"]["train"] == {"a": 6, "b": 6}
+    reasons = {os.path.basename(s["uri"]): s["reason"] for s in stats["skipped"]}
+    assert set(reasons) == {"broken.png", "notes.txt"}
+    assert reasons["broken.png"].startswith("not a readable image")
+    assert reasons["notes.txt"].startswith("not an image file")
+
+
+def test_single_class_fails_naming_it_and_leaves_no_output(tmp_path):
+    data = tmp_path / "data" / "only"
+    data.mkdir(parents=True)
+    for i in range(3):
+        (data / f"{i}.png").write_bytes(_png(i))
+    examples, transform = tmp_path / "ex", tmp_path / "tf"
+    with pytest.raises(pre.DataError, match=r"found 1 class\(es\) with usable images \(only\); need at least two"):
+        pre.run_preprocess(str(tmp_path / "data"), str(examples), str(transform), pre.PreprocessSettings(image_size=32))
+    assert not examples.exists() and not transform.exists()
+
+
+def test_statistics_markdown_lists_classes_and_skips():
+    stats = pre.summarize(
+        [
+            {"uri": "d/a/1.png", "label": "a", "ok": True, "split": "train", "sha256": "1", "width": 8, "height": 8, "mode": "L"},
+            {"uri": "d/a/2.png", "label": "a", "ok": True, "split": "test", "sha256": "1", "width": 8, "height": 8, "mode": "L"},
+            {"uri": "d/b/x.png", "label": "b", "ok": False, "reason": "corrupt image: truncated"},
+        ],
+        [{"uri": "d/b/n.txt", "reason": "not an image file"}],
+    )
+    assert stats["duplicates"] == 1
+    assert stats["class_counts"] == {"train": {"a": 1}, "eval": {}, "test": {"a": 1}}
+    md = pre.statistics_markdown(stats)
+    assert "| a | 1 | 0 | 1 |" in md
+    assert "| d/b/x.png | corrupt image: truncated |" in md
