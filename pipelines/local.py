@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from typing import Any
 
 from components.step_errors import ERROR_FILE_ENV, read_errors
@@ -86,6 +87,9 @@ def run_local(params: dict[str, Any], pipeline_root: str, package_path: str | No
         error_file = os.path.join(tmp, "errors.jsonl")
         before = set(os.listdir(pipeline_root))
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=pipeline_root, raise_on_error=True)
+        # kfp.local warns for every step that its image is not a plain Python image; here the
+        # project (what the image holds) is installed in this very environment, so it is moot.
+        warnings.filterwarnings("ignore", message=r"You may be attemping to run a task that uses custom", category=RuntimeWarning)
         previous = os.environ.get(ERROR_FILE_ENV)
         os.environ[ERROR_FILE_ENV] = error_file  # inherited by the step subprocesses
         try:
