@@ -25,13 +25,18 @@ def preprocess(
     eval_fraction: float,
     test_fraction: float,
     split_salt: str,
+    max_bad_fraction: float,
+    min_images_per_class: int,
     beam_pipeline_args: str,
+    registry_uri: str,
+    model_name: str,
+    target_env: str,
     examples: Output[Dataset],
     transform_graph: Output[Artifact],
     statistics: Output[Artifact],
     statistics_report: Output[Markdown],
 ):
-    """Image files in class folders -> split examples, tf.Transform graph, statistics."""
+    """Raw images -> split examples, tf.Transform graph, statistics (vs the champion's labels)."""
     import os
     import shlex
 
@@ -41,10 +46,11 @@ def preprocess(
     with reported("preprocess"):
         settings = step.PreprocessSettings(
             image_size=image_size, base_model=base_model, eval_fraction=eval_fraction,
-            test_fraction=test_fraction, split_salt=split_salt,
-            beam_pipeline_args=tuple(shlex.split(beam_pipeline_args)),
+            test_fraction=test_fraction, split_salt=split_salt, max_bad_fraction=max_bad_fraction,
+            min_images_per_class=min_images_per_class, beam_pipeline_args=tuple(shlex.split(beam_pipeline_args)),
         )
-        stats = step.run_preprocess(data_uri, examples.path, transform_graph.path, settings)
+        champion = step.find_champion(registry_uri, model_name, target_env)
+        stats = step.run_preprocess(data_uri, examples.path, transform_graph.path, settings, champion)
         os.makedirs(statistics.path, exist_ok=True)
         step.write_statistics(stats, os.path.join(statistics.path, "statistics.json"), statistics_report.path)
         examples.metadata.update(num_images=stats["num_images"], classes=stats["classes"], fingerprint=stats["fingerprint"])
@@ -56,28 +62,59 @@ def finetune(
     base_model: str,
     base_weights: str,
     width_multiplier: float,
-    epochs: int,
-    batch_size: int,
-    learning_rate: float,
-    optimizer: str,
+    pooling: str,
+    dense_units: str,
     dropout: float,
+    l1: float,
+    l2: float,
+    label_smoothing: float,
+    class_weight: str,
+    epochs: int,
+    learning_rate: float,
+    fine_tune_epochs: int,
+    fine_tune_learning_rate: float,
+    unfreeze: str,
+    optimizer: str,
+    momentum: float,
+    nesterov: bool,
+    weight_decay: float,
+    lr_schedule: str,
+    warmup_epochs: int,
+    decay_rate: float,
+    clipnorm: float,
+    batch_size: int,
+    early_stopping_patience: int,
+    augmentation: str,
+    fast_path: bool,
+    xla: bool,
+    mixed_precision: str,
+    checkpoint_dir: str,
     seed: int,
     model: Output[Model],
     training_metrics: Output[Metrics],
+    training_report: Output[Markdown],
 ):
-    """Fine-tunes a new head on the frozen base model; exports Keras and serving models."""
+    """Fine-tunes the base model under a new head (one or two phases); exports Keras and serving models."""
+    import shutil
+
     from components import finetune as step
     from components.step_errors import reported
 
     with reported("finetune"):
-        settings = step.FinetuneSettings(
-            base_model=base_model, base_weights=base_weights, width_multiplier=width_multiplier,
-            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-            optimizer=optimizer, dropout=dropout, seed=seed,
+        settings = step.settings_from_parameters(
+            base_model=base_model, base_weights=base_weights, width_multiplier=width_multiplier, pooling=pooling,
+            dense_units=dense_units, dropout=dropout, l1=l1, l2=l2, label_smoothing=label_smoothing,
+            class_weight=class_weight, epochs=epochs, learning_rate=learning_rate, fine_tune_epochs=fine_tune_epochs,
+            fine_tune_learning_rate=fine_tune_learning_rate, unfreeze=unfreeze, optimizer=optimizer, momentum=momentum,
+            nesterov=nesterov, weight_decay=weight_decay, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
+            decay_rate=decay_rate, clipnorm=clipnorm, batch_size=batch_size,
+            early_stopping_patience=early_stopping_patience, augmentation=augmentation, fast_path=fast_path,
+            xla=xla, mixed_precision=mixed_precision, checkpoint_dir=checkpoint_dir, seed=seed,
         )
         summary = step.run_finetune(examples.path, transform_graph.path, model.path, settings)
         for name, values in summary["history"].items():
             training_metrics.log_metric(f"final_{name}", values[-1])
+        shutil.copyfile(f"{model.path}/{step.REPORT_FILE}", training_report.path)
         model.metadata.update(labels=summary["labels"], image_size=summary["image_size"], base_model=base_model)
 
 
@@ -94,7 +131,13 @@ def evaluate(
     report: Output[Markdown],
     evaluation: Output[Artifact],
 ) -> NamedTuple("EvaluateOutputs", [("blessed", bool), ("reason", str), ("accuracy", float), ("macro_f1", float)]):
-    """Scores the serving model on the test split against the floor and the champion."""
+    """Scores the serving model on the test split against the floor and the champion.
+
+    Logs every scalar of ``components.evaluate.compute_metrics`` (accuracy, macro/weighted F1,
+    top-k accuracy, expected calibration error, log loss, example count) and, when a champion
+    was compared, its accuracy and the paired test; the report adds the diagnosis of the model's
+    ``training.json`` curves; ``evaluation`` holds all of it as JSON (push copies it).
+    """
     import os
     import tempfile
     from collections import namedtuple
@@ -107,10 +150,15 @@ def evaluate(
         result = step.run_evaluate(
             split_files(examples.path, "test"), os.path.join(model.path, SERVING_DIR), min_accuracy,
             registry_uri, model_name, target_env, champion_tolerance, scratch,
+            training=step.read_training(model.path),
         )
         m = result["metrics"]
-        for name in ("accuracy", "macro_f1", "log_loss", "num_examples"):
-            metrics.log_metric(name, m[name])
+        for name, value in step.scalar_metrics(m).items():
+            metrics.log_metric(name, value)
+        champion = result["champion"]
+        if champion and champion["status"] == "compared":
+            metrics.log_metric("champion_accuracy", champion["accuracy"])
+            metrics.log_metric("mcnemar_p_value", champion["paired_test"]["p_value"])
         confusion_matrix.log_confusion_matrix(result["class_names"], m["confusion_matrix"])
         with open(report.path, "w") as f:
             f.write(step.report_markdown(result))

@@ -1,27 +1,41 @@
-"""Preprocess: image files in class folders -> split examples, tf.Transform graph, statistics.
+"""Preprocess: raw images -> split examples, tf.Transform graph, statistics.
 
-The step follows TFX Transform's "analyze, don't materialize" design: tf.Transform's Beam
-pipeline *analyzes* the data (the label vocabulary) and writes the transform graph; the split
-examples keep the encoded image bytes. The graph (decode, resize, pixel scaling for the base
-model, label -> index) is applied by the training input pipeline and inside the exported serving
-signature, so training and serving run the very same ops (no training/serving skew) and no
-float pixels are ever materialized (they are about 70x the JPEG bytes, see TRAPS.md).
+Design (TFX Transform's "analyze, don't materialize"): tf.Transform's Beam pipeline *analyzes*
+the data (the label vocabulary) and writes the transform graph; the split examples keep the
+encoded image bytes. The graph (decode, resize, pixel scaling for the base model, label ->
+index) is applied by the training input pipeline and inside the exported serving signature, so
+training and serving run the very same ops, and no float pixels are ever materialized (they are
+about 70x the size of the JPEG bytes, see TRAPS.md).
+
+The Beam pipeline streams: the image bytes flow through one fused stage (read -> normalize ->
+write) and never cross a shuffle, so memory does not grow with the number of images; only one
+small record per image (path, label, hash, size) is grouped, to find duplicates and conflicting
+labels. The files are therefore read twice (inspect, then write).
+
+Inputs: see ``components.sources`` (class folders, a CSV manifest, or TFRecord files).
 
 Outputs:
-  * examples folder: ``train/``, ``eval/``, ``test/``, each holding TFRecord files of
-    ``tf.train.Example`` with ``image`` (bytes, the encoded file) and ``label`` (bytes, class name).
-  * transform folder: a ``tft.TFTransformOutput`` (``transform_fn/``, ``transformed_metadata/``).
-    Transformed features: ``image`` float32 ``[batch, size, size, 3]`` scaled for the base model,
-    ``label`` int64 ``[batch]`` index into the vocabulary named ``label``.
-  * ``manifest.jsonl`` in the examples folder: one line per file (uri, label, split, sha256).
-  * statistics: ``statistics.json`` (schema in ``summarize``) and a Markdown report.
+  * examples folder: ``train/``, ``eval/``, ``test/`` with TFRecord files of ``tf.train.Example``
+    holding ``image`` (bytes: PNG, JPEG or GIF, see ``components.images.normalize_image``) and
+    ``label`` (bytes: the class name), and ``manifest.jsonl``: one JSON line per input file
+    (``uri``, ``label``, ``status`` = ``ok`` / ``skipped`` / ``conflict``, ``split``, ``sha256``,
+    size, mode, format, ``reason`` when not used).
+  * transform folder: a ``tft.TFTransformOutput``. Transformed features: ``image`` float32
+    ``[batch, size, size, 3]`` scaled for the base model; ``label`` int64 ``[batch]``, the index
+    into the vocabulary ``label`` (class names sorted by code point: stable across runs).
+  * statistics (``summarize``): counts per split and class, size/mode/format histograms,
+    skipped files with reasons, duplicates, label conflicts, a dataset fingerprint.
+
+Bad input policy (``check_statistics``): unusable files are skipped and listed up to
+``max_bad_fraction`` of all files; beyond it, or with fewer than two classes, a class without a
+usable image, or a class below ``min_images_per_class``, the step fails with a ``DataError``
+naming the files, classes and counts, and removes its outputs (no half-written artifact).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import os
 import posixpath
@@ -29,20 +43,16 @@ import shutil
 import tempfile
 from typing import Any, Iterable
 
-from components import base_models, storage
+from components import base_models, images, sources, storage
 
 SPLITS = ("train", "eval", "test")
 IMAGE_KEY = "image"
 LABEL_KEY = "label"
 LABEL_VOCABULARY = "label"
-# One JSON line per input file (uri, label, split, sha256, size or the reason it was skipped).
+# One JSON line per input file (see the module docstring).
 MANIFEST = "manifest.jsonl"
-
-# Formats tf.io.decode_image reads (and so the serving signature accepts).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
-_PIL_FORMATS = {"PNG", "JPEG", "GIF", "BMP", "MPO"}
-# Files that operating systems and tools leave in folders: never data, never a class.
-_JUNK_NAMES = {"thumbs.db", "desktop.ini", "__macosx", "@eadir", "lost+found", "$recycle.bin"}
+# Size histogram buckets: the longer side of the image, in pixels.
+_SIZE_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,14 +63,17 @@ class PreprocessSettings:
         image_size: Height and width in pixels the images are resized to (square; bilinear with
             antialiasing). At least the base model's minimum input size.
         base_model: Key of ``components.base_models.BASE_MODELS``; selects the pixel scaling.
-        eval_fraction: Share of each class assigned to the eval split, in [0, 1).
-        test_fraction: Share of each class assigned to the test split, in [0, 1).
+        eval_fraction: Expected share of each class in the eval split, in [0, 1).
+        test_fraction: Expected share of each class in the test split, in [0, 1).
             ``eval_fraction + test_fraction`` must be below 1.
         split_salt: String mixed into the split hash; change it to draw a different split.
         max_pixels: Images whose header declares more pixels (width x height) are rejected
             before decoding (decompression bombs). Default 50 megapixels.
+        max_bad_fraction: Largest share of unusable input files (damaged, not an image, outside
+            a class folder, conflicting labels) that is skipped; more fails the step. In [0, 1].
+        min_images_per_class: Fewest usable images a class may have (all splits together), >= 1.
         beam_pipeline_args: Apache Beam options, e.g. ``("--runner=DataflowRunner", ...)``;
-            empty means DirectRunner in this process.
+            empty means Beam's in-process runner.
     """
 
     image_size: int = 224
@@ -68,7 +81,9 @@ class PreprocessSettings:
     eval_fraction: float = 0.15
     test_fraction: float = 0.15
     split_salt: str = ""
-    max_pixels: int = 50_000_000
+    max_pixels: int = images.DEFAULT_MAX_PIXELS
+    max_bad_fraction: float = 0.01
+    min_images_per_class: int = 5
     beam_pipeline_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -84,55 +99,14 @@ class PreprocessSettings:
             )
         if self.max_pixels <= 0:
             raise ValueError(f"max_pixels must be positive, got {self.max_pixels}")
+        if not 0.0 <= self.max_bad_fraction <= 1.0:
+            raise ValueError(f"max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
+        if self.min_images_per_class < 1:
+            raise ValueError(f"min_images_per_class must be >= 1, got {self.min_images_per_class}")
 
 
 class DataError(ValueError):
     """The input data cannot make a training set; the message names the class, file or count."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Candidate:
-    """A file found under ``data_uri`` that may be an image of class ``label``."""
-
-    uri: str
-    label: str
-
-
-def is_junk(name: str) -> bool:
-    """True for names that tools and operating systems leave in folders (hidden files included)."""
-    lowered = name.lower()
-    return name.startswith(".") or name.startswith("~$") or lowered in _JUNK_NAMES
-
-
-def discover(data_uri: str) -> tuple[list[Candidate], list[dict[str, str]]]:
-    """Lists the candidate images under ``data_uri`` (``<data_uri>/<class name>/.../<file>``).
-
-    Returns:
-        ``(candidates, skipped)``; ``skipped`` holds ``{"uri", "reason"}`` for files that are not
-        taken as data (outside a class folder, or not an image file extension). Junk files and
-        folders (hidden, ``Thumbs.db``, ``__MACOSX``, ...) are left out silently: they are never
-        data, and listing them would drown real problems.
-
-    Raises:
-        FileNotFoundError: ``data_uri`` does not exist or is empty.
-    """
-    root = storage.strip_file_scheme(data_uri).rstrip("/")
-    candidates, skipped = [], []
-    for uri in storage.list_files(root):
-        rel = uri[len(root) + 1:]
-        parts = rel.split("/")
-        if any(is_junk(p) for p in parts):
-            continue
-        if len(parts) < 2:
-            skipped.append({"uri": uri, "reason": "not inside a class folder"})
-            continue
-        if not parts[-1].lower().endswith(IMAGE_EXTENSIONS):
-            skipped.append(
-                {"uri": uri, "reason": f"not an image file (extensions read: {', '.join(IMAGE_EXTENSIONS)})"}
-            )
-            continue
-        candidates.append(Candidate(uri=uri, label=parts[0]))
-    return candidates, skipped
 
 
 def assign_split(content_sha256: str, eval_fraction: float, test_fraction: float, salt: str = "") -> str:
@@ -141,8 +115,9 @@ def assign_split(content_sha256: str, eval_fraction: float, test_fraction: float
     The hash maps to a number u uniform in [0, 1): ``test`` when u < test_fraction, ``eval`` when
     u < test_fraction + eval_fraction, else ``train``. Because it depends only on the content
     (and the salt), an image keeps its split across reruns and when other images are added, and
-    identical copies of an image always land in the same split (no train/test leakage). Applied
-    within every class, each class is split in the same proportions (in expectation).
+    identical copies of an image always land in the same split (no train/test leakage). The
+    draw is independent per image, so every class is split in the given proportions in
+    expectation (stratified; exact counts vary by a few images in small classes).
     """
     digest = hashlib.sha256((salt + content_sha256).encode()).digest()
     u = int.from_bytes(digest[:8], "big") / 2.0**64
@@ -151,30 +126,6 @@ def assign_split(content_sha256: str, eval_fraction: float, test_fraction: float
     if u < test_fraction + eval_fraction:
         return "eval"
     return "train"
-
-
-def inspect_image(data: bytes, max_pixels: int) -> dict[str, Any]:
-    """Reads an image's header and checks it decodes, without decoding it twice.
-
-    Returns:
-        ``{"ok": True, "width", "height", "mode", "format"}`` or ``{"ok": False, "reason"}``.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size
-            fmt, mode = img.format, img.mode
-            if width * height > max_pixels:
-                return {"ok": False, "reason": f"{width}x{height} pixels exceeds max_pixels {max_pixels}"}
-            if fmt not in _PIL_FORMATS:
-                return {"ok": False, "reason": f"image format {fmt} is not one of PNG, JPEG, GIF, BMP"}
-            img.verify()
-    except UnidentifiedImageError:
-        return {"ok": False, "reason": "not a readable image (unidentified format)"}
-    except (OSError, SyntaxError, ValueError) as e:  # what PIL raises for truncated/corrupt data
-        return {"ok": False, "reason": f"corrupt image: {e}"}
-    return {"ok": True, "width": width, "height": height, "mode": mode, "format": fmt}
 
 
 def decode_images(encoded: Any, image_size: int) -> Any:
@@ -198,27 +149,64 @@ def decode_images(encoded: Any, image_size: int) -> Any:
     return tf.map_fn(decode, encoded, fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32))
 
 
-def make_preprocessing_fn(image_size: int, scaling: str):
+def make_preprocessing_fn(image_size: int, scaling: str, labels: Iterable[str]):
     """Builds the tf.Transform ``preprocessing_fn``.
 
-    Inputs: ``image`` tf.string ``[batch]`` (encoded PNG/JPEG/GIF/BMP), ``label`` tf.string
-    ``[batch]``. Outputs: ``image`` float32 ``[batch, image_size, image_size, 3]`` (grayscale
-    and RGBA converted to RGB, resized with antialiasing, scaled by ``scaling``) and ``label``
-    int64 ``[batch]``: the index in the vocabulary ``label`` (most frequent class first, ties by
-    name; -1 for a class absent from it).
+    Args:
+        image_size: Output height and width in pixels.
+        scaling: The base model's pixel scaling (``components.base_models.SCALING_MODES``).
+        labels: Every class name; the vocabulary holds them sorted by code point, so a class
+            keeps its index across runs whatever the class frequencies (TFT's own order is by
+            frequency). Given to TFT as ``reserved_tokens``.
+
+    The function maps ``image`` tf.string ``[batch]`` (encoded PNG/JPEG/GIF/BMP) and ``label``
+    tf.string ``[batch]`` to ``image`` float32 ``[batch, image_size, image_size, 3]`` (RGB,
+    resized with antialiasing, scaled by ``scaling``) and ``label`` int64 ``[batch]`` (index in
+    the vocabulary ``label``; -1 for an unknown class). ``label`` may be left out (serving).
     """
     import tensorflow as tf
     import tensorflow_transform as tft
 
+    vocabulary = [escape_label(c) for c in sorted(set(labels))]
+
     def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        images = decode_images(inputs[IMAGE_KEY], image_size)
-        outputs = {IMAGE_KEY: base_models.scale_pixels(images, scaling)}
+        images_ = decode_images(inputs[IMAGE_KEY], image_size)
+        outputs = {IMAGE_KEY: base_models.scale_pixels(images_, scaling)}
+        # TFT's text vocabulary silently drops tokens with line breaks, and its TFRecord format
+        # cannot be exported inside a SavedModel: class names are escaped instead.
+        escaped = tf.strings.regex_replace(inputs[LABEL_KEY], r"\\", r"\\\\")
+        escaped = tf.strings.regex_replace(escaped, "\n", r"\\n")
+        escaped = tf.strings.regex_replace(escaped, "\r", r"\\r")
         outputs[LABEL_KEY] = tft.compute_and_apply_vocabulary(
-            inputs[LABEL_KEY], vocab_filename=LABEL_VOCABULARY, default_value=-1
+            escaped, vocab_filename=LABEL_VOCABULARY, default_value=-1, reserved_tokens=vocabulary
         )
         return outputs
 
     return preprocessing_fn
+
+
+def escape_label(label: str) -> str:
+    """A class name as stored in the vocabulary file: ``\\`` -> ``\\\\``, line feed -> ``\\n``,
+    carriage return -> ``\\r`` (one token per line); every other name is unchanged."""
+    return label.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def unescape_label(token: str) -> str:
+    """Inverse of ``escape_label``."""
+    out, i = [], 0
+    while i < len(token):
+        if token[i] == "\\" and i + 1 < len(token):
+            out.append({"n": "\n", "r": "\r"}.get(token[i + 1], token[i + 1]))
+            i += 2
+        else:
+            out.append(token[i])
+            i += 1
+    return "".join(out)
+
+
+def vocabulary(tft_output: Any) -> list[str]:
+    """The class names of a transform graph, in label-index order."""
+    return [unescape_label(v.decode()) for v in tft_output.vocabulary_by_name(LABEL_VOCABULARY)]
 
 
 def raw_feature_spec() -> dict[str, Any]:
@@ -231,93 +219,190 @@ def raw_feature_spec() -> dict[str, Any]:
     }
 
 
-def _load(candidate: Candidate, settings: PreprocessSettings) -> dict[str, Any]:
+# ---------------------------------------------------------------------------------------------
+# Beam stages
+
+
+def _read_candidate(candidate: sources.Candidate) -> tuple[str, str, bytes | None, str | None]:
     try:
-        data = storage.read_bytes(candidate.uri)
+        return candidate.uri, candidate.label, storage.read_bytes(candidate.uri), None
+    except FileNotFoundError:
+        return candidate.uri, candidate.label, None, "file not found"
     except OSError as e:
-        return {"uri": candidate.uri, "label": candidate.label, "ok": False, "reason": f"unreadable: {e}"}
-    info = inspect_image(data, settings.max_pixels)
-    record = {"uri": candidate.uri, "label": candidate.label, **info}
-    if info["ok"]:
-        sha = hashlib.sha256(data).hexdigest()
-        record.update(
-            sha256=sha,
-            split=assign_split(sha, settings.eval_fraction, settings.test_fraction, settings.split_salt),
-            data=data,
-        )
-    return record
+        return candidate.uri, candidate.label, None, f"unreadable: {e}"
 
 
-def _to_example(record: dict[str, Any]) -> bytes:
-    import tensorflow as tf
+def _read_tfrecord(item: tuple[str, bytes]) -> tuple[str, str, bytes | None, str | None]:
+    filename, record = item
+    data, label, reason = sources.parse_tfrecord_example(record)
+    # A record has no name: it is named by its file and the hash of its content.
+    uri = f"{filename}[sha256={hashlib.sha256(data if data is not None else record).hexdigest()[:16]}]"
+    return uri, label or "", data, reason
 
+
+def _inspect(item: tuple[str, str, bytes | None, str | None], settings: PreprocessSettings) -> dict[str, Any]:
+    uri, label, data, reason = item
+    if data is None:
+        return {"uri": uri, "label": label, "status": "skipped", "reason": reason}
+    info = images.inspect_image(data, settings.max_pixels)
+    if not info.pop("ok"):
+        return {"uri": uri, "label": label, "status": "skipped", "reason": info["reason"]}
+    sha = hashlib.sha256(data).hexdigest()
+    split = assign_split(sha, settings.eval_fraction, settings.test_fraction, settings.split_salt)
+    return {"uri": uri, "label": label, "status": "ok", "sha256": sha, "split": split, **info}
+
+
+def _resolve_duplicates(group: tuple[str, Iterable[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Copies of one image: counted as duplicates, or all excluded when their labels disagree."""
+    _, rows = group
+    rows = sorted(rows, key=lambda r: r["uri"])
+    if rows[0]["status"] != "ok":
+        return rows
+    labels = sorted({r["label"] for r in rows})
+    for i, r in enumerate(rows):
+        if len(labels) > 1:
+            r.update(status="conflict", reason=f"the same image is labelled {', '.join(map(repr, labels))}")
+        r["duplicate"] = i > 0
+    return rows
+
+
+def _to_example(item: tuple[str, str, bytes | None, str | None], drop: Iterable[str], settings: PreprocessSettings) -> list[tuple[str, bytes, str]]:
+    uri, label, data, _ = item
+    if data is None or uri in drop:
+        return []
+    sha = hashlib.sha256(data).hexdigest()
+    split = assign_split(sha, settings.eval_fraction, settings.test_fraction, settings.split_salt)
+    return [(split, images.normalize_image(data), label)]
+
+
+def _serialize(item: tuple[str, bytes, str]) -> bytes:
+    from tensorflow.core.example import example_pb2, feature_pb2
+
+    _, data, label = item
     feature = {
-        IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[record["data"]])),
-        LABEL_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[record["label"].encode()])),
+        IMAGE_KEY: feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[data])),
+        LABEL_KEY: feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[label.encode()])),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    return example_pb2.Example(features=feature_pb2.Features(feature=feature)).SerializeToString()
 
 
-def summarize(records: Iterable[dict[str, Any]], skipped: list[dict[str, str]]) -> dict[str, Any]:
-    """Statistics of one preprocess run (what ``statistics.json`` holds).
+# ---------------------------------------------------------------------------------------------
+# Statistics and policy
+
+
+def _size_bucket(width: int, height: int) -> str:
+    side = max(width, height)
+    for bound in _SIZE_BUCKETS:
+        if side <= bound:
+            return f"<={bound}"
+    return f">{_SIZE_BUCKETS[-1]}"
+
+
+def summarize(rows: Iterable[dict[str, Any]], skipped: list[dict[str, str]], declared_classes: Iterable[str] = ()) -> dict[str, Any]:
+    """Statistics of one preprocess run (what ``statistics.json`` holds), in one streaming pass.
+
+    Args:
+        rows: Manifest rows (see the module docstring).
+        skipped: ``{"uri", "reason"}`` found before reading (``sources.Inventory.skipped``).
+        declared_classes: Every class the input names, usable images or not.
 
     Returns:
-        ``{"num_images", "classes" (sorted names), "class_counts" {split: {class: n}},
-        "image_sizes" {"WxH": n}, "image_modes" {mode: n}, "skipped" [{"uri", "reason"}],
-        "duplicates" (images whose content equals an earlier one), "fingerprint"}``.
-        ``fingerprint`` is the SHA-256 of the sorted ``(class, content SHA-256)`` pairs: the
-        same images with the same labels give the same fingerprint, wherever they are stored.
+        ``num_files`` (every input entry), ``num_images`` (usable), ``classes`` (sorted names with
+        usable images), ``declared_classes``, ``class_counts`` {split: {class: n}},
+        ``class_totals`` {class: n}, ``image_sizes`` {"<=N px": n} (longer side),
+        ``image_modes``, ``image_formats``, ``converted`` (re-encoded as PNG), ``skipped``
+        [{"uri", "reason"}], ``conflicts`` (images excluded for disagreeing labels),
+        ``duplicates`` (usable images whose content equals another's), ``bad_fraction``, and
+        ``fingerprint``: SHA-256 over the sorted ``class<TAB>content SHA-256`` lines of the usable
+        images (same images with the same labels -> same fingerprint, wherever they are stored).
     """
     counts: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
-    sizes: dict[str, int] = {}
-    modes: dict[str, int] = {}
+    hist: dict[str, dict[str, int]] = {"image_sizes": {}, "image_modes": {}, "image_formats": {}}
     skipped = list(skipped)
-    pairs, seen, duplicates = [], set(), 0
-    for r in sorted(records, key=lambda r: r["uri"]):
-        if not r["ok"]:
+    pairs: list[str] = []
+    duplicates = conflicts = converted = 0
+    num_files = len(skipped)
+    for r in rows:
+        num_files += 1
+        if r["status"] != "ok":
             skipped.append({"uri": r["uri"], "reason": r["reason"]})
+            conflicts += r["status"] == "conflict"
             continue
         counts[r["split"]][r["label"]] = counts[r["split"]].get(r["label"], 0) + 1
-        size = f"{r['width']}x{r['height']}"
-        sizes[size] = sizes.get(size, 0) + 1
-        modes[r["mode"]] = modes.get(r["mode"], 0) + 1
-        duplicates += r["sha256"] in seen
-        seen.add(r["sha256"])
+        for key, value in (("image_sizes", _size_bucket(r["width"], r["height"])), ("image_modes", r["mode"]), ("image_formats", r["format"])):
+            hist[key][value] = hist[key].get(value, 0) + 1
+        duplicates += bool(r.get("duplicate"))
+        converted += bool(r.get("convert"))
         pairs.append(f"{r['label']}\t{r['sha256']}")
-    classes = sorted({c for split in counts.values() for c in split})
+    totals: dict[str, int] = {}
+    for split in counts.values():
+        for c, n in split.items():
+            totals[c] = totals.get(c, 0) + n
+    classes = sorted(totals)
     return {
+        "num_files": num_files,
         "num_images": len(pairs),
         "classes": classes,
+        "declared_classes": sorted(set(declared_classes) | set(classes)),
         "class_counts": {s: dict(sorted(c.items())) for s, c in counts.items()},
-        "image_sizes": dict(sorted(sizes.items(), key=lambda kv: -kv[1])),
-        "image_modes": dict(sorted(modes.items())),
+        "class_totals": dict(sorted(totals.items())),
+        **{k: dict(sorted(v.items(), key=lambda kv: -kv[1])) for k, v in hist.items()},
+        "converted": converted,
         "skipped": sorted(skipped, key=lambda s: s["uri"]),
+        "conflicts": conflicts,
         "duplicates": duplicates,
+        "bad_fraction": (len(skipped) / num_files) if num_files else 0.0,
         "fingerprint": hashlib.sha256("\n".join(sorted(pairs)).encode()).hexdigest(),
     }
 
 
-def check_statistics(stats: dict[str, Any]) -> None:
-    """Fails when the data cannot make a classifier.
+def check_statistics(stats: dict[str, Any], max_bad_fraction: float = 0.01, min_images_per_class: int = 1) -> None:
+    """Applies the bad-input policy (see the module docstring).
 
     Raises:
-        DataError: fewer than two classes, or a class with no image in the train split; the
-            message names the classes and their counts.
+        DataError: too many unusable files (names the first ones, grouped by reason), fewer
+            than two classes, a class with no usable image or below ``min_images_per_class``, or
+            a class with no image in the train split; the message names classes and counts.
     """
-    classes = stats["classes"]
-    if len(classes) < 2:
+    skipped = stats["skipped"]
+    if stats["num_files"] and stats["bad_fraction"] > max_bad_fraction:
+        shown = "; ".join(f"{s['uri']} ({s['reason']})" for s in skipped[:5])
         raise DataError(
-            f"found {len(classes)} class(es) with usable images ({', '.join(classes) or 'none'}); "
-            "need at least two class folders"
+            f"{len(skipped)} of {stats['num_files']} input files ({stats['bad_fraction']:.1%}) are unusable, more than "
+            f"max_bad_fraction {max_bad_fraction:.1%}: {shown}" + (f"; and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        )
+    totals = stats["class_totals"]
+    empty = [c for c in stats["declared_classes"] if totals.get(c, 0) == 0]
+    if empty:
+        raise DataError("class(es) with no usable image: " + ", ".join(repr(c) for c in empty))
+    if len(stats["classes"]) < 2:
+        raise DataError(
+            f"found {len(stats['classes'])} class(es) with usable images ({', '.join(stats['classes']) or 'none'}); "
+            "need at least two classes"
+        )
+    small = {c: n for c, n in totals.items() if n < min_images_per_class}
+    if small:
+        raise DataError(
+            f"class(es) below min_images_per_class {min_images_per_class}: "
+            + ", ".join(f"{c!r} has {n}" for c, n in small.items())
         )
     train = stats["class_counts"]["train"]
-    empty = [c for c in classes if train.get(c, 0) == 0]
-    if empty:
-        totals = {c: sum(stats["class_counts"][s].get(c, 0) for s in SPLITS) for c in empty}
+    no_train = [c for c in stats["classes"] if train.get(c, 0) == 0]
+    if no_train:
         raise DataError(
             "class(es) with no image in the train split: "
-            + ", ".join(f"{c!r} ({n} usable image(s) in all)" for c, n in totals.items())
+            + ", ".join(f"{c!r} ({totals[c]} usable image(s) in all)" for c in no_train)
         )
+
+
+def compare_labels(classes: list[str], champion_labels: list[str]) -> dict[str, Any]:
+    """How this dataset's classes differ from the champion's.
+
+    Returns:
+        ``{"same": bool, "added": [...], "removed": [...]}`` (sorted names).
+    """
+    added, removed = sorted(set(classes) - set(champion_labels)), sorted(set(champion_labels) - set(classes))
+    return {"same": not added and not removed, "added": added, "removed": removed}
 
 
 def statistics_markdown(stats: dict[str, Any]) -> str:
@@ -325,17 +410,34 @@ def statistics_markdown(stats: dict[str, Any]) -> str:
     lines = [
         "# Preprocessing statistics",
         "",
-        f"{stats['num_images']} images in {len(stats['classes'])} classes; "
-        f"{len(stats['skipped'])} files skipped; {stats['duplicates']} exact duplicates.",
+        f"{stats['num_images']} usable images of {stats['num_files']} input files in {len(stats['classes'])} classes; "
+        f"{len(stats['skipped'])} skipped ({stats['bad_fraction']:.1%}); {stats['duplicates']} exact duplicates "
+        f"(kept in one split); {stats['conflicts']} with conflicting labels (excluded); {stats['converted']} re-encoded as PNG.",
         "",
-        "| class | " + " | ".join(SPLITS) + " |",
-        "|---|" + "---:|" * len(SPLITS),
+        "| class | " + " | ".join(SPLITS) + " | total |",
+        "|---|" + "---:|" * (len(SPLITS) + 1),
     ]
     for c in stats["classes"]:
-        lines.append(f"| {c} | " + " | ".join(str(stats["class_counts"][s].get(c, 0)) for s in SPLITS) + " |")
+        row = [str(stats["class_counts"][s].get(c, 0)) for s in SPLITS]
+        lines.append(f"| {c} | " + " | ".join(row) + f" | {stats['class_totals'][c]} |")
+    for key, title in (("image_sizes", "Image size (longer side, px)"), ("image_modes", "Pixel mode"), ("image_formats", "Format")):
+        lines += ["", f"**{title}**: " + ", ".join(f"{k}: {v}" for k, v in stats[key].items())]
+    champion = stats.get("champion")
+    if champion:
+        if champion["labels"]["same"]:
+            lines += ["", f"Same label set as the champion (version {champion['version']} of {champion['alias']!r})."]
+        else:
+            lines += [
+                "",
+                f"**The label set differs from the champion's** (version {champion['version']} of {champion['alias']!r}): "
+                f"added {champion['labels']['added']}, removed {champion['labels']['removed']}. "
+                "The two models solve different tasks and are not compared.",
+            ]
     if stats["skipped"]:
         lines += ["", "## Skipped files", "", "| file | reason |", "|---|---|"]
-        lines += [f"| {s['uri']} | {s['reason']} |" for s in stats["skipped"]]
+        lines += [f"| {s['uri']} | {s['reason']} |" for s in stats["skipped"][:200]]
+        if len(stats["skipped"]) > 200:
+            lines.append(f"| ... | {len(stats['skipped']) - 200} more in statistics.json |")
     lines += ["", f"Dataset fingerprint: `{stats['fingerprint']}`", ""]
     return "\n".join(lines)
 
@@ -359,13 +461,14 @@ def run_preprocess(
     examples_dir: str,
     transform_dir: str,
     settings: PreprocessSettings,
+    champion: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Runs the preprocess step (a Beam pipeline with tf.Transform analysis) in a child process.
 
     Why a child process: after a tf.Transform analysis has run, the Python interpreter crashes
     with signal 11 while garbage-collecting at exit (tensorflow-transform 1.21 / TF 2.21, seen
     with every runner; TRAPS.md). The child does the work, reports its result or exception
-    through a pipe, and leaves with ``os._exit`` so the crash cannot turn a finished step into a
+    through a pickle file, and leaves with ``os._exit`` so the crash cannot turn a finished step into a
     failed one. Arguments, return value and errors are those of ``run_preprocess_in_process``;
     the child's exception is re-raised here unchanged, with its traceback attached as a note.
 
@@ -379,7 +482,7 @@ def run_preprocess(
     with tempfile.TemporaryDirectory(prefix="preprocess-worker-") as tmp:
         request, response = os.path.join(tmp, "request.pkl"), os.path.join(tmp, "response.pkl")
         with open(request, "wb") as f:
-            pickle.dump((data_uri, examples_dir, transform_dir, settings), f)
+            pickle.dump((data_uri, examples_dir, transform_dir, settings, champion), f)
         # stdout/stderr are inherited: the worker's logs stay in the step's log.
         proc = subprocess.run([sys.executable, "-m", "components.preprocess", request, response], check=False)
         if not os.path.exists(response):
@@ -422,76 +525,126 @@ def run_preprocess_in_process(
     examples_dir: str,
     transform_dir: str,
     settings: PreprocessSettings,
+    champion: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Runs the preprocess step (a Beam pipeline with tf.Transform analysis) in this process.
 
     Args:
-        data_uri: Local folder or ``gs://`` prefix with one sub-folder per class.
-        examples_dir: Local output folder for the split examples (created; must not hold data).
+        data_uri: Local path or ``gs://`` URI (see ``components.sources``).
+        examples_dir: Local output folder for the split examples and the manifest.
         transform_dir: Local output folder for the transform graph.
         settings: ``PreprocessSettings``.
+        champion: The target environment's current model, if any, as ``{"version", "alias",
+            "labels"}`` (its class names): the statistics then say whether this dataset has the
+            same label set (see ``compare_labels``).
 
     Returns:
-        The statistics (see ``summarize``).
+        The statistics (see ``summarize``), plus ``champion``: ``{"version", "alias", "labels":
+        compare_labels(...)}`` or None.
 
     Raises:
-        FileNotFoundError: ``data_uri`` is missing or empty.
-        DataError: see ``check_statistics``. On any error both output folders are removed, so
-            no half-written artifact is left behind.
+        FileNotFoundError: ``data_uri`` is missing or holds no file.
+        DataError: the bad-input policy (``check_statistics``). On any error both output folders
+            are removed, so no half-written artifact is left behind.
     """
     import apache_beam as beam
+    import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
     from apache_beam.options.pipeline_options import PipelineOptions
-    import tensorflow_transform as tft
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 
-    candidates, skipped = discover(data_uri)
-    if not candidates:
-        raise DataError(f"no image files under {data_uri!r} (expected <data_uri>/<class>/<image>)")
+    inventory = sources.discover(data_uri)
+    labels = set(inventory.declared_classes) | {c.label for c in inventory.candidates}
+    if inventory.kind == "tfrecord":
+        labels |= sources.tfrecord_labels(inventory.tfrecord_files)
+    if not inventory.candidates and not inventory.tfrecord_files:
+        stats = summarize([], inventory.skipped, inventory.declared_classes)
+        raise DataError(f"no image file under {data_uri!r} (expected <data_uri>/<class>/<image>, a CSV manifest or TFRecords); "
+                        + (f"skipped: {stats['skipped'][0]['uri']} ({stats['skipped'][0]['reason']})" if stats["skipped"] else "it is empty"))
     spec = base_models.get_spec(settings.base_model)
-    preprocessing_fn = make_preprocessing_fn(settings.image_size, spec.scaling)
+    preprocessing_fn = make_preprocessing_fn(settings.image_size, spec.scaling, labels)
     metadata = dataset_metadata.DatasetMetadata.from_feature_spec(raw_feature_spec())
+    manifest = posixpath.join(examples_dir, MANIFEST)
+
+    def read(p: Any, stage: str) -> Any:
+        if inventory.kind == "tfrecord":
+            return (
+                p
+                | f"{stage}ListTFRecords" >> beam.Create(inventory.tfrecord_files)
+                | f"{stage}ReadTFRecords" >> beam.io.ReadAllFromTFRecord(with_filename=True)
+                | f"{stage}Parse" >> beam.Map(_read_tfrecord)
+            )
+        return p | f"{stage}List" >> beam.Create(inventory.candidates) | f"{stage}Read" >> beam.Map(_read_candidate)
+
     try:
         with tempfile.TemporaryDirectory(prefix="tft-") as tmp:
-            with beam.Pipeline(runner=_default_runner(settings.beam_pipeline_args), options=PipelineOptions(list(settings.beam_pipeline_args))) as p, tft_beam.Context(temp_dir=tmp):
-                records = (
-                    p
-                    | "ListFiles" >> beam.Create(candidates)
-                    | "ReadAndCheck" >> beam.Map(_load, settings)
+            options = PipelineOptions(list(settings.beam_pipeline_args))
+            with beam.Pipeline(runner=_default_runner(settings.beam_pipeline_args), options=options) as p, \
+                    tft_beam.Context(temp_dir=tmp):
+                # Stage 1: inspect every file; only small records leave this stage.
+                rows = (
+                    read(p, "Inspect")
+                    | "Inspect" >> beam.Map(_inspect, settings)
+                    | "KeyByContent" >> beam.Map(lambda r: (r.get("sha256") or "uri:" + r["uri"], r))
+                    | "GroupCopies" >> beam.GroupByKey()
+                    | "ResolveDuplicates" >> beam.FlatMap(_resolve_duplicates)
                 )
-                good = records | "Usable" >> beam.Filter(lambda r: r["ok"])
+                _ = (
+                    rows
+                    | "ToJson" >> beam.Map(json.dumps, sort_keys=True)
+                    | "WriteManifest" >> beam.io.WriteToText(manifest, shard_name_template="")
+                )
+                drop = rows | "Unusable" >> beam.Filter(lambda r: r["status"] != "ok") | "UnusableUri" >> beam.Map(lambda r: r["uri"])
+                # Stage 2: read again and stream the usable images into their split's files.
+                examples = read(p, "Write") | "Normalize" >> beam.FlatMap(_to_example, beam.pvalue.AsList(drop), settings)
                 for split in SPLITS:
                     _ = (
-                        good
-                        | f"Select{split}" >> beam.Filter(lambda r, s=split: r["split"] == s)
-                        | f"Encode{split}" >> beam.Map(_to_example)
-                        | f"Write{split}" >> beam.io.WriteToTFRecord(
-                            posixpath.join(examples_dir, split, "part"), file_name_suffix=".tfrecord"
-                        )
+                        examples
+                        | f"Select{split}" >> beam.Filter(lambda e, s=split: e[0] == s)
+                        | f"Serialize{split}" >> beam.Map(_serialize)
+                        | f"Write{split}" >> beam.io.WriteToTFRecord(posixpath.join(examples_dir, split, "part"), file_name_suffix=".tfrecord")
                     )
-                # The vocabulary is analyzed over every usable image, so a class that falls only
-                # into eval/test still has an index (check_statistics then fails it by name).
-                raw = good | "ToRaw" >> beam.Map(lambda r: {IMAGE_KEY: r["data"], LABEL_KEY: r["label"].encode()})
+                # The vocabulary needs labels only: the analysis never decodes an image.
+                raw = examples | "LabelsOnly" >> beam.Map(lambda e: {IMAGE_KEY: b"", LABEL_KEY: e[2].encode()})
                 transform_fn = (raw, metadata) | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
                 _ = transform_fn | "WriteTransform" >> tft_beam.WriteTransformFn(transform_dir)
-                _ = (
-                    records
-                    | "Summaries" >> beam.Map(lambda r: json.dumps({k: v for k, v in r.items() if k != "data"}))
-                    | "WriteManifest" >> beam.io.WriteToText(
-                        posixpath.join(examples_dir, MANIFEST), shard_name_template=""
-                    )
-                )
         # WriteTransformFn does not record the raw schema; TFTransformOutput.raw_feature_spec()
         # (what users and the training input pipeline parse examples with) reads it from here.
         metadata_io.write_metadata(metadata, os.path.join(transform_dir, tft.TFTransformOutput.RAW_METADATA_DIR))
-        with open(os.path.join(examples_dir, MANIFEST)) as f:
-            stats = summarize((json.loads(line) for line in f), skipped)
-        check_statistics(stats)
+        for split in SPLITS:
+            os.makedirs(os.path.join(examples_dir, split), exist_ok=True)
+        with open(manifest) as f:
+            stats = summarize((json.loads(line) for line in f), inventory.skipped, inventory.declared_classes)
+        stats["champion"] = champion and {
+            "version": champion["version"], "alias": champion["alias"], "labels": compare_labels(stats["classes"], champion["labels"])
+        }
+        check_statistics(stats, settings.max_bad_fraction, settings.min_images_per_class)
     except BaseException:
         for d in (examples_dir, transform_dir):
             shutil.rmtree(d, ignore_errors=True)
         raise
     return stats
+
+
+def find_champion(registry_uri: str, model_name: str, alias: str) -> dict[str, Any] | None:
+    """The model ``alias`` points at, as ``{"version", "alias", "labels"}``; None when there is
+    none yet (no registry, model or alias). Labels come from the version's ``metadata.json``.
+
+    Raises:
+        components.registry.RegistryError: the registry exists but cannot be read (e.g. damaged
+            metadata), which must not pass silently as "no champion".
+    """
+    from components import registry
+
+    if not (registry_uri and model_name and alias):
+        return None
+    reg = registry.open_registry(registry_uri)
+    if model_name not in reg.list_models():
+        return None
+    version = reg.get_alias(model_name, alias)
+    if version is None:
+        return None
+    return {"version": version, "alias": alias, "labels": list(reg.get_metadata(model_name, version).get("labels", []))}
 
 
 def write_statistics(stats: dict[str, Any], json_path: str, markdown_path: str | None = None) -> None:

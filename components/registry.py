@@ -8,8 +8,11 @@ Layout (the same on a local disk and on Google Cloud Storage)::
     <root>/<model>/<N>/metadata.json     written last: the given metadata plus "model",
                                          "version" and "created_at"
     <root>/<model>/aliases/<alias>.json  {"model", "alias", "version", "history": [...]}
+    <root>/<model>/audit.jsonl           local only: the audit log, one JSON event a line
+    <root>/<model>/audit/<event id>.json GCS only: the audit log, one object an event
     <root>/<model>/.tmp-<uuid>/          local only: a push in progress
     <root>/<model>/.reserved/<N>         GCS only: marker that claims version N
+    <root>/registry.json                 optional settings: {"env_order": ["dev", "staging", "prod"]}
 
 Numeric version folders sit directly under the model folder, so TF Serving can use
 ``<root>/<model>`` as its model base path; TF Serving ignores the non-numeric ``aliases`` and
@@ -28,6 +31,17 @@ Concurrency guarantees:
     * Two alias updates never lose one another. Local: an ``fcntl`` lock file around a
       read-modify-write whose write is write-temp-then-``os.replace``. GCS: compare-and-swap on
       the alias object's generation, retried on a 412 answer.
+    * Every alias move (push with an alias, promote, rollback; forced or not) appends one event to
+      the model's audit log once the move is committed, and two concurrent moves never lose one
+      another's event. Local: one ``write`` in append mode under a second ``fcntl`` lock, taken
+      while the alias lock is held, so the file is in commit order. GCS has no append: each event
+      is its own create-only object (``if_generation_match=0``) named ``<UTC time>-<random>``, so
+      writers never touch the same object and a listing is in time order.
+
+Promotion policy (:meth:`Registry.promote`, ``kfp-finetune models promote``): a version must be
+blessed, and it must have been in the environment before the target in the registry's environment
+order (``registry.json``, default dev -> staging -> prod); ``force`` with a reason overrides both
+and is recorded. :meth:`Registry.set_alias` is the unchecked primitive underneath.
 
 This module imports no KFP or TensorFlow so that it loads fast; the GCS client is imported only
 when a ``gs://`` registry is opened.
@@ -57,12 +71,18 @@ logger = logging.getLogger(__name__)
 METADATA_FILE = "metadata.json"
 ALIASES_DIR = "aliases"
 ALIAS_ACTIONS = ("push", "promote", "rollback")
+AUDIT_FILE = "audit.jsonl"
+AUDIT_DIR = "audit"
+CONFIG_FILE = "registry.json"
+DEFAULT_ENV_ORDER = ("dev", "staging", "prod")
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 _NAME_MAX_LEN = 128
 _VERSION_RE = re.compile(r"[0-9]+")
 _TMP_PREFIX = ".tmp-"
+_TRASH_PREFIX = ".trash-"
 _GCS_RESERVED_DIR = ".reserved"
+_CONFIG_KEYS = ("env_order",)
 
 # Contention is between a handful of pushes or promotions; a bound keeps a bug from spinning forever.
 _MAX_VERSION_ATTEMPTS = 1000
@@ -99,6 +119,26 @@ class CorruptMetadataError(RegistryError):
 
 class ConcurrentUpdateError(RegistryError):
     """An update kept losing the race to other writers and gave up after many attempts."""
+
+
+class RegistryConfigError(RegistryError):
+    """``<root>/registry.json`` is not valid JSON or does not have the expected shape."""
+
+
+class PromotionRefusedError(RegistryError):
+    """The promotion policy refused a promotion; ``force`` with a reason overrides it.
+
+    Attributes:
+        violations: One message per broken rule, in rule order (blessing, then environment order).
+    """
+
+    def __init__(self, message: str, violations: list[str]) -> None:
+        super().__init__(message)
+        self.violations = list(violations)
+
+
+class ServingExportError(RegistryError):
+    """A serving base path holds something the export must not overwrite."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -157,6 +197,141 @@ def validate_version(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"invalid version {value!r}: use an integer >= 1")
     return value
+
+
+def validate_env_order(value: Any, where: str | None = None) -> tuple[str, ...]:
+    """Checks an environment order, e.g. ``["dev", "staging", "prod"]``.
+
+    Args:
+        value: A list or tuple of alias names, earliest environment first.
+        where: What is being checked, for the error message; default ``environment order <value>``.
+
+    Returns:
+        The order as a tuple.
+
+    Raises:
+        ValueError: Not a non-empty list of distinct valid alias names (see :func:`validate_name`).
+    """
+    where = where or f"environment order {value!r}"
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"invalid {where}: use a non-empty list of environment names, earliest first")
+    for name in value:
+        try:
+            validate_name(name, "environment")
+        except ValueError as err:
+            raise ValueError(f"invalid {where}: {err}") from err
+    duplicates = sorted({n for n in value if list(value).count(n) > 1})
+    if duplicates:
+        raise ValueError(f"invalid {where}: {', '.join(map(repr, duplicates))} appears more than once")
+    return tuple(value)
+
+
+def parse_env_order(text: str) -> tuple[str, ...]:
+    """Parses a comma-separated environment order such as ``"dev,staging,prod"``.
+
+    Raises:
+        ValueError: See :func:`validate_env_order`; the message names ``text``.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"invalid environment order {text!r}: use names separated by commas")
+    return validate_env_order([part.strip() for part in text.split(",")], f"environment order {text!r}")
+
+
+def check_promotion(
+    model: str,
+    version: int,
+    metadata: dict,
+    target_env: str,
+    environments_of_version: frozenset[str] | set[str],
+    env_order: tuple[str, ...] | list[str] = DEFAULT_ENV_ORDER,
+    force: bool = False,
+    reason: str | None = None,
+) -> list[str]:
+    """Decides whether ``version`` may be promoted to ``target_env`` (pure: reads nothing).
+
+    Rules, each of which ``force`` overrides:
+        1. Blessing: ``metadata["blessing"]["blessed"]`` must be ``True`` (the push step writes
+           ``"blessing": {"blessed": bool, "reason": str}``). Missing or malformed blessing counts
+           as not blessed. This rule holds for every environment.
+        2. Environment order: when ``target_env`` is in ``env_order`` and not its first entry, the
+           version must be, or once have been, in the environment just before it, i.e. be in
+           ``environments_of_version``. Environments outside ``env_order`` are not ordered.
+
+    Args:
+        model: Model name, for messages.
+        version: The version to promote, for messages.
+        metadata: The version's ``metadata.json`` content.
+        target_env: The alias to move.
+        environments_of_version: Every alias whose history ever pointed at ``version`` (a
+            history, not only current values: a version that moved on from staging still counts).
+        env_order: Environments, earliest first.
+        force: Override the rules.
+        reason: Why; required (non-blank) with ``force``.
+
+    Returns:
+        The messages of the rules that ``force`` overrode (``[]`` when every rule holds).
+
+    Raises:
+        ValueError: ``force`` without a non-blank ``reason``, or a bad ``env_order``.
+        PromotionRefusedError: A rule is broken and ``force`` is not set; the message names the
+            model, version, environment and what is missing.
+    """
+    order = validate_env_order(env_order)
+    if force and (not isinstance(reason, str) or not reason.strip()):
+        raise ValueError(
+            f"forced promotion of model {model!r} version {version} to {target_env!r} needs a reason "
+            "(--reason TEXT): it is recorded in the audit log"
+        )
+    violations = []
+    blessing = metadata.get("blessing")
+    blessed = blessing.get("blessed") if isinstance(blessing, dict) else None
+    if blessed is not True:
+        if blessed is False:
+            why = blessing.get("reason")
+            violations.append(f"version {version} was not blessed" + (f" ({why})" if why else ""))
+        else:
+            violations.append(f"version {version} has no blessing in its metadata (counts as not blessed)")
+    if target_env in order and order.index(target_env) > 0:
+        before = order[order.index(target_env) - 1]
+        if before not in environments_of_version:
+            violations.append(
+                f"version {version} was never in {before!r} (environment order: {' -> '.join(order)}); "
+                "promote it there first"
+            )
+    if violations and not force:
+        raise PromotionRefusedError(
+            f"cannot promote model {model!r} version {version} to {target_env!r}: "
+            + "; ".join(violations)
+            + ", or use --force --reason TEXT to override",
+            violations,
+        )
+    return violations
+
+
+def _parse_config(data: bytes, where: str) -> dict:
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RegistryConfigError(f"registry settings {where} are not valid JSON: {err}") from err
+    if not isinstance(doc, dict):
+        raise RegistryConfigError(f"registry settings {where} are not a JSON object (got {type(doc).__name__})")
+    unknown = sorted(set(doc) - set(_CONFIG_KEYS))
+    if unknown:
+        raise RegistryConfigError(
+            f"registry settings {where} have unknown keys {unknown}: use {', '.join(_CONFIG_KEYS)}"
+        )
+    if "env_order" in doc:
+        try:
+            validate_env_order(doc["env_order"], f"'env_order' {doc['env_order']!r} in {where}")
+        except ValueError as err:
+            raise RegistryConfigError(str(err)) from err
+    return doc
+
+
+def _event_id(now: datetime.datetime) -> str:
+    # Sorts by time as a string (fixed width, UTC), and the random part keeps two writers in the
+    # same microsecond apart.
+    return f"{now.strftime('%Y%m%dT%H%M%S.%fZ')}-{uuid.uuid4().hex[:12]}"
 
 
 def _now_iso() -> str:
@@ -422,7 +597,9 @@ class Registry(abc.ABC):
 
         Each entry: ``version`` (int), ``previous_version`` (int or None), ``action`` (``"push"``,
         ``"promote"`` or ``"rollback"``), ``actor`` (str or None), ``reason`` (str or None),
-        ``time`` (ISO-8601, UTC).
+        ``time`` (ISO-8601, UTC), and, for moves recorded since the audit log exists, ``forced``
+        (bool), ``overridden`` (list of the policy messages a forced promotion overrode) and
+        ``event_id`` (the id of the same move in :meth:`audit`).
 
         Raises:
             ValueError: Bad model or alias name.
@@ -439,16 +616,34 @@ class Registry(abc.ABC):
         action: str = "promote",
         actor: str | None = None,
         reason: str | None = None,
-    ) -> None:
-        """Points an alias at a version and appends the move to its history.
+        forced: bool = False,
+        overridden: list[str] | tuple[str, ...] = (),
+    ) -> dict:
+        """Points an alias at a version, appends the move to its history and to the audit log.
 
-        Safe under concurrency: two updates of one alias never lose one another. Setting the
-        version the alias already points at is still recorded.
+        This is the unchecked primitive: the promotion policy is :meth:`promote`'s. Safe under
+        concurrency: two updates of one alias never lose one another. Setting the version the
+        alias already points at is still recorded.
+
+        Args:
+            model: Model name.
+            alias: Environment alias.
+            version: Version to point at.
+            action: ``"push"``, ``"promote"`` or ``"rollback"``.
+            actor: Who, recorded.
+            reason: Why, recorded.
+            forced: Whether the promotion policy was overridden, recorded.
+            overridden: The policy messages that were overridden, recorded.
+
+        Returns:
+            The new history entry (see :meth:`alias_history`).
 
         Raises:
             ValueError: Bad model or alias name, version, or action (one of push/promote/rollback).
             VersionNotFoundError: The version does not exist or is not complete.
             ConcurrentUpdateError: Lost the race to other writers too many times (GCS).
+            OSError, google.api_core.exceptions.GoogleAPIError: The alias moved but its audit event
+                could not be written (raised as it came; the alias history still has the move).
         """
         validate_name(alias, "alias")
         if action not in ALIAS_ACTIONS:
@@ -456,10 +651,111 @@ class Registry(abc.ABC):
         self._require_version(model, version)
 
         def move(current: dict | None) -> dict:
-            return self._history_entry(current, version, action, actor, reason)
+            return self._history_entry(current, version, action, actor, reason, forced, overridden)
 
-        self._update_alias(model, alias, move)
+        doc = self._update_alias(model, alias, move)
         logger.info("alias %r of model %r -> version %d (%s)", alias, model, version, action)
+        return doc["history"][-1]
+
+    def promote(
+        self,
+        model: str,
+        version: int,
+        env: str,
+        actor: str | None = None,
+        reason: str | None = None,
+        force: bool = False,
+    ) -> dict:
+        """Moves an environment alias to a version under the promotion policy.
+
+        The policy is :func:`check_promotion` with the version's metadata, the environment order
+        of :meth:`env_order` and the alias histories of that order's environments. The rules only
+        look at immutable or append-only records (metadata, alias histories), so checking before
+        the atomic move cannot be invalidated by a concurrent writer.
+
+        Args:
+            model: Model name.
+            version: Version to promote.
+            env: Environment alias to move.
+            actor: Who, recorded.
+            reason: Why, recorded; required with ``force``.
+            force: Override the policy; recorded as ``forced`` with the overridden rules.
+
+        Returns:
+            The new history entry (see :meth:`alias_history`).
+
+        Raises:
+            ValueError: Bad name or version, or ``force`` without a reason.
+            VersionNotFoundError: The version does not exist or is not complete.
+            CorruptMetadataError: The version's ``metadata.json`` or an alias file is damaged; the
+                message names the version or alias and the file.
+            RegistryConfigError: ``registry.json`` is damaged.
+            PromotionRefusedError: The policy refused; the message says what is missing.
+            ConcurrentUpdateError: Lost the race to other writers too many times (GCS).
+        """
+        validate_name(model)
+        validate_name(env, "alias")
+        metadata = self.get_metadata(model, version)
+        order = self.env_order()
+        environments = frozenset(
+            alias for alias in order if any(e.get("version") == version for e in self.alias_history(model, alias))
+        )
+        overridden = check_promotion(model, version, metadata, env, environments, order, force, reason)
+        if overridden:
+            logger.warning(
+                "forced promotion of model %r version %d to %r by %s: %s (overrode: %s)",
+                model, version, env, actor, reason, "; ".join(overridden),
+            )
+        return self.set_alias(
+            model, env, version, action="promote", actor=actor, reason=reason, forced=force, overridden=overridden
+        )
+
+    def env_order(self) -> tuple[str, ...]:
+        """The registry's environment order: ``env_order`` of ``registry.json``, else dev, staging, prod.
+
+        Raises:
+            RegistryConfigError: ``registry.json`` is not a JSON object with a valid ``env_order``
+                (and no other key); the message names the file.
+        """
+        data = self._read_config()
+        if data is None:
+            return DEFAULT_ENV_ORDER
+        doc = _parse_config(data, self._config_location())
+        return tuple(doc.get("env_order", DEFAULT_ENV_ORDER))
+
+    def set_env_order(self, order: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+        """Writes ``{"env_order": order}`` to ``<root>/registry.json`` (last writer wins).
+
+        Raises:
+            ValueError: See :func:`validate_env_order`.
+        """
+        order = validate_env_order(order)
+        self._write_config((json.dumps({"env_order": list(order)}, indent=2) + "\n").encode("utf-8"))
+        logger.info("environment order of %s set to %s", self.uri, " -> ".join(order))
+        return order
+
+    def audit(self, model: str, alias: str | None = None) -> list[dict]:
+        """The model's audit log: every alias move, oldest first (``[]`` if none).
+
+        Each event: ``id`` (``<YYYYMMDDTHHMMSS.ffffffZ>-<12 hex>``), ``time`` (ISO-8601, UTC),
+        ``model``, ``alias``, ``action`` (push/promote/rollback), ``from_version`` (int or None),
+        ``to_version`` (int), ``actor`` and ``reason`` (str or None), ``forced`` (bool) and
+        ``overridden`` (the policy messages a forced promotion overrode). Local order is commit
+        order; GCS order is by ``id``, i.e. by each writer's clock.
+
+        Args:
+            model: Model name.
+            alias: Only this alias's events, if given.
+
+        Raises:
+            ValueError: Bad model or alias name.
+            CorruptMetadataError: An event is not a JSON object; the message names the file/line.
+        """
+        validate_name(model)
+        if alias is not None:
+            validate_name(alias, "alias")
+        events = self._read_audit(model)
+        return [e for e in events if alias is None or e.get("alias") == alias]
 
     def rollback(
         self, model: str, alias: str, actor: str | None = None, reason: str | None = None
@@ -494,7 +790,7 @@ class Registry(abc.ABC):
                 )
             self._require_version(model, target)
             chosen[:] = [target]
-            return self._history_entry(current, target, "rollback", actor, reason)
+            return self._history_entry(current, target, "rollback", actor, reason, False, ())
 
         self._update_alias(model, alias, move)
         logger.info("alias %r of model %r rolled back to version %d", alias, model, chosen[0])
@@ -504,15 +800,41 @@ class Registry(abc.ABC):
 
     @staticmethod
     def _history_entry(
-        current: dict | None, version: int, action: str, actor: str | None, reason: str | None
+        current: dict | None,
+        version: int,
+        action: str,
+        actor: str | None,
+        reason: str | None,
+        forced: bool,
+        overridden: list[str] | tuple[str, ...],
     ) -> dict:
+        now = datetime.datetime.now(datetime.timezone.utc)
         return {
             "version": version,
             "previous_version": None if current is None else current["version"],
             "action": action,
             "actor": actor,
             "reason": reason,
-            "time": _now_iso(),
+            "forced": bool(forced),
+            "overridden": list(overridden),
+            "time": now.isoformat(timespec="milliseconds"),
+            "event_id": _event_id(now),
+        }
+
+    @staticmethod
+    def _audit_event(model: str, alias: str, entry: dict) -> dict:
+        return {
+            "id": entry["event_id"],
+            "time": entry["time"],
+            "model": model,
+            "alias": alias,
+            "action": entry["action"],
+            "from_version": entry["previous_version"],
+            "to_version": entry["version"],
+            "actor": entry["actor"],
+            "reason": entry["reason"],
+            "forced": entry["forced"],
+            "overridden": entry["overridden"],
         }
 
     @staticmethod
@@ -592,8 +914,22 @@ class Registry(abc.ABC):
     def _update_alias(self, model: str, alias: str, move: Callable[[dict | None], dict]) -> dict:
         """Atomically appends ``move(current)`` to the alias and returns the new alias document.
 
-        ``move`` may be called more than once (GCS retries) and may raise to abort.
+        ``move`` may be called more than once (GCS retries) and may raise to abort. Once the move
+        is committed, its audit event (:meth:`_audit_event`) is appended to the audit log.
         """
+
+    @abc.abstractmethod
+    def _read_audit(self, model: str) -> list[dict]:
+        """Every audit event of ``model``, oldest first."""
+
+    @abc.abstractmethod
+    def _read_config(self) -> bytes | None: ...
+
+    @abc.abstractmethod
+    def _write_config(self, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def _config_location(self) -> str: ...
 
 
 # --------------------------------------------------------------------------------------------------
@@ -729,7 +1065,63 @@ class LocalRegistry(Registry):
             current = None if data is None else _parse_alias(data, model, alias, path)
             doc = self._apply_move(model, alias, current, move(current))
             _write_file_atomic(path, _alias_bytes(doc))
+            # Still under the alias lock, so this alias's events reach the log in commit order.
+            self._append_audit(model, self._audit_event(model, alias, doc["history"][-1]))
             return doc
+
+    def _audit_location(self, model: str) -> str:
+        return os.path.join(self._model_dir(model), AUDIT_FILE)
+
+    def _append_audit(self, model: str, event: dict) -> None:
+        line = (json.dumps(event, sort_keys=True) + "\n").encode("utf-8")
+        # A second lock: moves of *different* aliases hold different alias locks. Lock order is
+        # always alias lock, then this one, so the two cannot deadlock.
+        with open(os.path.join(self._model_dir(model), f".{AUDIT_FILE}.lock"), "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            fd = os.open(self._audit_location(model), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                written = os.write(fd, line)
+                if written != len(line):
+                    raise OSError(
+                        errno.EIO, f"short write to {self._audit_location(model)}: {written} of {len(line)} bytes"
+                    )
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def _read_audit(self, model: str) -> list[dict]:
+        path = self._audit_location(model)
+        try:
+            with open(path, "rb") as f:
+                lines = f.read().split(b"\n")
+        except FileNotFoundError:
+            return []
+        return [_parse_event(line, path, number) for number, line in enumerate(lines, 1) if line.strip()]
+
+    def _config_location(self) -> str:
+        return os.path.join(self.root, CONFIG_FILE)
+
+    def _read_config(self) -> bytes | None:
+        try:
+            with open(self._config_location(), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def _write_config(self, data: bytes) -> None:
+        os.makedirs(self.root, exist_ok=True)
+        _write_file_atomic(self._config_location(), data)
+
+
+def _parse_event(data: bytes, where: str, line: int | None = None) -> dict:
+    place = where if line is None else f"{where} line {line}"
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CorruptMetadataError(f"audit event is not valid JSON: {place}: {err}") from err
+    if not isinstance(doc, dict):
+        raise CorruptMetadataError(f"audit event is not a JSON object (got {type(doc).__name__}): {place}")
+    return doc
 
 
 def _write_file_atomic(path: str, data: bytes) -> None:
@@ -943,14 +1335,189 @@ class GcsRegistry(Registry):
                 self._bucket.blob(name).upload_from_string(
                     _alias_bytes(doc), content_type="application/json", if_generation_match=generation
                 )
-                return doc
             except self._gexc.PreconditionFailed:
                 # Someone else moved the alias in between: re-read and re-apply. Jitter keeps
                 # the same writers from colliding in lockstep.
                 time.sleep(random.uniform(0, min(0.2, 0.005 * 2 ** min(attempt, 6))))
+                continue
+            # Only after the commit: an event for a move that lost its compare-and-swap would be
+            # a lie. A process killed right here leaves the move in the alias history only.
+            self._append_audit(model, self._audit_event(model, alias, doc["history"][-1]))
+            return doc
         raise ConcurrentUpdateError(
             f"alias {alias!r} of model {model!r}: gave up after {_MAX_CAS_ATTEMPTS} concurrent updates "
             f"({location})"
+        )
+
+    def _append_audit(self, model: str, event: dict) -> None:
+        # One object per event, create-only: no writer ever rewrites another's event, so there
+        # is nothing to lose under concurrency (GCS has no append).
+        blob = self._bucket.blob(self._name(model, AUDIT_DIR, f"{event['id']}.json"))
+        blob.upload_from_string(
+            json.dumps(event, sort_keys=True) + "\n", content_type="application/json", if_generation_match=0
+        )
+
+    def _read_audit(self, model: str) -> list[dict]:
+        blobs, _ = self._list(self._name(model, AUDIT_DIR) + "/", delimiter="/")
+        events = []
+        for blob in sorted(blobs, key=lambda b: b.name):
+            if not blob.name.endswith(".json"):
+                continue
+            events.append(_parse_event(blob.download_as_bytes(), f"gs://{self.bucket_name}/{blob.name}"))
+        return events
+
+    def _config_location(self) -> str:
+        return f"gs://{self.bucket_name}/{self._name(CONFIG_FILE)}"
+
+    def _read_config(self) -> bytes | None:
+        got = self._download_bytes(self._name(CONFIG_FILE))
+        return None if got is None else got[0]
+
+    def _write_config(self, data: bytes) -> None:
+        self._bucket.blob(self._name(CONFIG_FILE)).upload_from_string(data, content_type="application/json")
+
+
+# --------------------------------------------------------------------------------------------------
+# Serving export
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingExport:
+    """What :func:`export_serving` did.
+
+    Attributes:
+        model: Model name.
+        alias: The environment alias exported.
+        version: The version the alias points at, now the highest numbered folder.
+        path: The version's folder in the base path (``<base_path>/<version>``).
+        copied: False when that folder was already there (same model, version and creation time).
+        removed: Numbered folders removed: every one above ``version``, and the oldest beyond ``keep``.
+        kept: Numbered folders left in the base path, ascending (``version`` is the last).
+    """
+
+    model: str
+    alias: str
+    version: int
+    path: str
+    copied: bool
+    removed: tuple[int, ...]
+    kept: tuple[int, ...]
+
+
+def export_serving(
+    registry: Registry, model: str, alias: str, base_path: str, keep: int | None = None
+) -> ServingExport:
+    """Makes a TF Serving model base path serve the version an alias points at.
+
+    TF Serving (default ``model_version_policy``: latest, one version) serves the highest numbered
+    folder of its ``--model_base_path`` and reloads when that changes. So the alias's version N is
+    written to ``<base_path>/<N>/`` (every file of the registry version, ``metadata.json``
+    included) and then every numbered folder above N is removed: after a rollback the older
+    version becomes the highest and is served again. Lower folders stay (for a
+    ``model_version_policy`` that serves several versions, and for a fast roll forward), except
+    the oldest beyond ``keep``.
+
+    The copy goes to a hidden ``.tmp-export-<uuid>`` folder beside the versions (TF Serving ignores
+    non-numeric names) and is renamed into place, so TF Serving never sees a partial version.
+    Folders are removed by a rename to ``.trash-<uuid>`` first, for the same reason. Only local (or
+    mounted) base paths are supported: GCS has no rename.
+
+    Args:
+        registry: The registry to read.
+        model: Model name.
+        alias: Environment alias, e.g. ``prod``.
+        base_path: Local folder TF Serving watches (created if missing), e.g. ``/models/digits``.
+        keep: How many numbered folders to keep, N included (>= 1); ``None`` keeps all up to N.
+
+    Returns:
+        What was done (see :class:`ServingExport`).
+
+    Raises:
+        ValueError: Bad name, a ``keep`` that is not an int >= 1, or a ``gs://`` (any URI) base path.
+        AliasNotFoundError: The alias was never set.
+        VersionNotFoundError: The aliased version is not complete.
+        CorruptMetadataError: The version's ``metadata.json`` is damaged.
+        ServingExportError: ``<base_path>/<N>`` exists but holds another model, version or push
+            (its ``metadata.json`` differs); nothing is overwritten.
+        OSError, google.api_core.exceptions.GoogleAPIError: A failed copy; the partial copy is
+            removed and the base path is as before.
+    """
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+        raise ValueError(f"invalid keep {keep!r}: use an integer >= 1 (numbered folders to keep)")
+    if not isinstance(base_path, str) or not base_path or "://" in base_path:
+        raise ValueError(
+            f"invalid serving base path {base_path!r}: use a local or mounted folder (TF Serving's "
+            "--model_base_path); GCS has no atomic rename, so gs:// is not an export target"
+        )
+    found = registry.resolve(model, alias=alias)
+    version = found.version
+    expected = registry.get_metadata(model, version)
+    base = os.path.abspath(base_path)
+    os.makedirs(base, exist_ok=True)
+    target = os.path.join(base, str(version))
+    copied = False
+    if not os.path.isdir(target):
+        tmp = os.path.join(base, f"{_TMP_PREFIX}export-{uuid.uuid4().hex}")
+        try:
+            _materialize(registry, model, version, tmp)
+            try:
+                os.rename(tmp, target)
+                copied = True
+            except OSError as err:
+                # Another export of the same version got there first; its copy is checked below.
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+        finally:
+            if os.path.exists(tmp):
+                shutil.rmtree(tmp)
+    _check_exported(target, model, version, expected)
+
+    numbered = sorted(
+        int(n) for n in os.listdir(base) if _VERSION_RE.fullmatch(n) and os.path.isdir(os.path.join(base, n))
+    )
+    removed = [v for v in numbered if v > version]
+    lower = [v for v in numbered if v < version]
+    if keep is not None:
+        removed += lower[: max(0, len(lower) - (keep - 1))]
+    # Higher folders first: the moment the last one goes, TF Serving's latest version is N.
+    for v in sorted(removed, reverse=True):
+        trash = os.path.join(base, f"{_TRASH_PREFIX}{v}-{uuid.uuid4().hex}")
+        os.rename(os.path.join(base, str(v)), trash)
+        shutil.rmtree(trash)
+    kept = tuple(v for v in numbered if v not in removed)
+    logger.info("exported model %r alias %r version %d to %s (removed %s)", model, alias, version, target, removed)
+    return ServingExport(model, alias, version, target, copied, tuple(sorted(removed)), kept)
+
+
+def _materialize(registry: Registry, model: str, version: int, dest: str) -> None:
+    """Copies every file of a version (``metadata.json`` included) into the new folder ``dest``."""
+    if isinstance(registry, LocalRegistry):
+        source = registry.version_uri(model, version)
+        os.mkdir(dest)
+        # Not shutil.copytree: it carries on after a failed file and raises a summary error.
+        for dirpath, _, filenames in os.walk(source):
+            for filename in filenames:
+                rel = os.path.relpath(os.path.join(dirpath, filename), source)
+                os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+                shutil.copy2(os.path.join(dirpath, filename), os.path.join(dest, rel))
+    else:
+        registry.download_version(model, version, dest)
+
+
+def _check_exported(folder: str, model: str, version: int, expected: dict) -> None:
+    path = os.path.join(folder, METADATA_FILE)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        data = None
+    got = None if data is None else _parse_metadata(data, model, version, path)
+    key = ("model", "version", "created_at")
+    if got is None or tuple(got.get(k) for k in key) != tuple(expected.get(k) for k in key):
+        found = "no metadata.json" if got is None else ", ".join(f"{k}={got.get(k)!r}" for k in key)
+        raise ServingExportError(
+            f"serving folder {folder} does not hold model {model!r} version {version} created at "
+            f"{expected.get('created_at')} ({found}); move it away or use another base path"
         )
 
 

@@ -25,8 +25,18 @@ def _add_pipeline_params(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pipeline parameters (override --config)")
     for name, (kind, default, help_text) in PARAMETERS.items():
         shown = "required" if default is None else f"default: {default!r}"
-        group.add_argument(f"--{name.replace('_', '-')}", dest=f"param_{name}", type=kind, default=None,
-                           metavar=kind.__name__.upper(), help=f"{help_text} ({shown})")
+        group.add_argument(f"--{name.replace('_', '-')}", dest=f"param_{name}", type=_parse_bool if kind is bool else kind,
+                           default=None, metavar=kind.__name__.upper(), help=f"{help_text} ({shown})")
+
+
+def _parse_bool(text: str) -> bool:
+    # argparse's type=bool would take any non-empty string, "false" included, as True.
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _collect_params(args: argparse.Namespace) -> dict[str, Any]:

@@ -5,12 +5,21 @@ Subcommands (each takes ``--registry-uri URI``, a local folder or ``gs://bucket/
 
     models list
     models describe --model NAME [--version N | --alias ENV]
-    models promote  --model NAME --version N --to ENV [--reason TEXT]
+    models promote  --model NAME --version N --to ENV [--force --reason TEXT]
     models rollback --model NAME --alias ENV [--reason TEXT]
+    models audit    --model NAME [--alias ENV]
+    models env-order [--set dev,staging,prod]
+    models export-serving --model NAME --alias ENV --base-path DIR [--keep N]
 
-Exit codes: 0 on success; 2 on a registry error or a bad value, with one ``error: ...`` line on
-stderr. The actor recorded for promote/rollback is ``--actor``, else the ``USER`` environment
-variable (read when the command runs), else ``"unknown"``.
+``promote`` applies the promotion policy (``components.registry.check_promotion``): the version
+must be blessed and must have been in the environment before ``--to`` in the registry's
+environment order (``<registry>/registry.json``, default dev -> staging -> prod). ``--force``
+overrides it and needs ``--reason``; both are recorded. Every alias move (push, promote,
+rollback) is in the model's audit log, which ``audit`` prints.
+
+Exit codes: 0 on success; 2 on a registry error, a refused promotion or a bad value, with one
+``error: ...`` line on stderr. The actor recorded for promote/rollback is ``--actor``, else the
+``USER`` environment variable (read when the command runs), else ``"unknown"``.
 """
 
 from __future__ import annotations
@@ -60,11 +69,18 @@ def add_parser(subparsers: Any) -> None:
     which.add_argument("--version", type=int, help="version number")
     which.add_argument("--alias", help="environment alias, e.g. prod")
 
-    promote = leaf("promote", "Point an environment alias at a version.", _promote)
+    promote = leaf(
+        "promote",
+        "Point an environment alias at a version. The version must be blessed and have been in the "
+        "environment before ENV in the registry's order (registry.json; default dev,staging,prod).",
+        _promote,
+    )
     promote.add_argument("--model", required=True, help="model name")
     promote.add_argument("--version", type=int, required=True, help="version number")
     promote.add_argument("--to", required=True, metavar="ENV", help="environment alias, e.g. staging or prod")
-    promote.add_argument("--reason", help="recorded in the alias history")
+    promote.add_argument("--force", action="store_true",
+                         help="override the promotion policy (needs --reason; recorded in the audit log)")
+    promote.add_argument("--reason", help="recorded in the alias history and audit log")
     promote.add_argument("--actor", help="recorded in the alias history (default: $USER)")
 
     rollback = leaf("rollback", "Move an alias back to the version it pointed at before.", _rollback)
@@ -72,6 +88,27 @@ def add_parser(subparsers: Any) -> None:
     rollback.add_argument("--alias", required=True, metavar="ENV", help="environment alias")
     rollback.add_argument("--reason", help="recorded in the alias history")
     rollback.add_argument("--actor", help="recorded in the alias history (default: $USER)")
+
+    audit = leaf("audit", "List every alias move of a model (push, promote, rollback), oldest first.", _audit)
+    audit.add_argument("--model", required=True, help="model name")
+    audit.add_argument("--alias", metavar="ENV", help="only this environment's moves")
+
+    order = leaf("env-order", "Show, or set with --set, the registry's environment order.", _env_order)
+    order.add_argument("--set", dest="set_order", metavar="ENVS",
+                       help="comma-separated environments, earliest first, e.g. dev,staging,prod")
+
+    export = leaf(
+        "export-serving",
+        "Copy the version an alias points at into a TF Serving model base path as DIR/<N>/ and remove "
+        "higher numbered folders, so TF Serving serves that version (also after a rollback).",
+        _export_serving,
+    )
+    export.add_argument("--model", required=True, help="model name")
+    export.add_argument("--alias", required=True, metavar="ENV", help="environment alias, e.g. prod")
+    export.add_argument("--base-path", required=True, metavar="DIR",
+                        help="local or mounted folder that TF Serving watches (--model_base_path)")
+    export.add_argument("--keep", type=int, metavar="N",
+                        help="keep at most N numbered folders, the exported one included (default: all up to it)")
 
 
 def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -168,15 +205,21 @@ def _describe_model(registry: reg.Registry, args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    """``models promote``: JSON ``{"model", "alias", "version", "previous_version"}``."""
+    """``models promote``: JSON ``{"model", "alias", "version", "previous_version", "forced", "overridden"}``."""
     registry = reg.open_registry(args.registry_uri)
-    # Read before the move only to report it; under a concurrent update the alias history is the
-    # authoritative record.
-    previous = registry.get_alias(args.model, args.to)
-    registry.set_alias(
-        args.model, args.to, args.version, action="promote", actor=_actor(args), reason=args.reason
+    entry = registry.promote(
+        args.model, args.version, args.to, actor=_actor(args), reason=args.reason, force=args.force
     )
-    return _report_move(args, "promoted", args.to, previous, args.version)
+    if args.json:
+        _print_json({"model": args.model, "alias": args.to, "version": entry["version"],
+                     "previous_version": entry["previous_version"], "forced": entry["forced"],
+                     "overridden": entry["overridden"]})
+        return EXIT_OK
+    # previous_version comes from the committed entry, so it is right under concurrent moves too.
+    _report_move(args, "promoted", args.to, entry["previous_version"], entry["version"])
+    if entry["forced"]:
+        print(f"forced ({args.reason}); overrode: {'; '.join(entry['overridden']) or 'nothing'}")
+    return EXIT_OK
 
 
 def _rollback(args: argparse.Namespace) -> int:
@@ -193,4 +236,51 @@ def _report_move(args: argparse.Namespace, verb: str, alias: str, previous: int 
     else:
         was = "unset" if previous is None else f"version {previous}"
         print(f"{verb} {alias} of {args.model} to version {version} (was {was})")
+    return EXIT_OK
+
+
+def _audit(args: argparse.Namespace) -> int:
+    """``models audit``: JSON ``{"model", "events": [...]}`` (see ``Registry.audit``)."""
+    registry = reg.open_registry(args.registry_uri)
+    events = registry.audit(args.model, alias=args.alias)
+    if args.json:
+        _print_json({"model": args.model, "events": events})
+        return EXIT_OK
+    if not events:
+        print(f"no alias moves of {args.model} in {registry.uri}")
+    for e in events:
+        previous = "-" if e.get("from_version") is None else e["from_version"]
+        forced = "  FORCED" if e.get("forced") else ""
+        reason = f"  ({e['reason']})" if e.get("reason") else ""
+        print(f"{e.get('time')}  {e.get('action'):<8}  {e.get('alias')}  {previous} -> {e.get('to_version')}  "
+              f"by {e.get('actor') or 'unknown'}{forced}{reason}")
+    return EXIT_OK
+
+
+def _env_order(args: argparse.Namespace) -> int:
+    """``models env-order``: JSON ``{"registry_uri", "env_order": [...]}``."""
+    registry = reg.open_registry(args.registry_uri)
+    if args.set_order is not None:
+        order = registry.set_env_order(reg.parse_env_order(args.set_order))
+    else:
+        order = registry.env_order()
+    if args.json:
+        _print_json({"registry_uri": registry.uri, "env_order": list(order)})
+    else:
+        print(" -> ".join(order))
+    return EXIT_OK
+
+
+def _export_serving(args: argparse.Namespace) -> int:
+    """``models export-serving``: JSON ``{"model", "alias", "version", "path", "copied", "removed", "kept"}``."""
+    registry = reg.open_registry(args.registry_uri)
+    done = reg.export_serving(registry, args.model, args.alias, args.base_path, keep=args.keep)
+    if args.json:
+        _print_json({"model": done.model, "alias": done.alias, "version": done.version, "path": done.path,
+                     "copied": done.copied, "removed": list(done.removed), "kept": list(done.kept)})
+        return EXIT_OK
+    how = "exported" if done.copied else "already present:"
+    removed = ", ".join(map(str, done.removed)) or "none"
+    print(f"{how} {done.model} version {done.version} ({done.alias}) at {done.path}; "
+          f"removed: {removed}; versions in base path: {', '.join(map(str, done.kept))}")
     return EXIT_OK

@@ -46,11 +46,16 @@ def predict_files(model_dir: str, files: list[str]) -> Iterator[dict[str, Any]]:
     Yields, per file in order: ``{"file", "label", "confidence" (in [0, 1]), "probabilities"
     ({class name: probability})}``.
 
+    Files may be in any format ``components.images`` accepts (PNG, JPEG, GIF, BMP, WEBP, TIFF,
+    ...); they are normalized as in preprocessing before they reach the signature.
+
     Raises:
-        FileNotFoundError: a file does not exist (named; nothing is printed for later files).
-        tensorflow.errors.InvalidArgumentError: a file is not a PNG, JPEG, GIF or BMP image.
+        FileNotFoundError: a file does not exist (named; checked before any prediction).
+        ValueError: a file is not a readable image (named).
     """
     import tensorflow as tf
+
+    from components import images
 
     missing = [f for f in files if not os.path.isfile(f)]
     if missing:
@@ -63,7 +68,13 @@ def predict_files(model_dir: str, files: list[str]) -> Iterator[dict[str, Any]]:
         contents = []
         for path in batch:
             with open(path, "rb") as f:
-                contents.append(f.read())
+                data = f.read()
+            # The same normalization as preprocessing: WEBP, TIFF, CMYK or EXIF-rotated photos
+            # reach the signature as TensorFlow decodes them correctly.
+            try:
+                contents.append(images.normalize_image(data))
+            except (OSError, ValueError) as e:
+                raise ValueError(f"{path!r} is not a readable image: {e}") from e
         out = serve(image_bytes=tf.constant(contents))
         for i, path in enumerate(batch):
             yield {

@@ -23,7 +23,7 @@ def test_classifier_shapes_dtypes_and_frozen_base():
     from components.base_models import build_base_model
 
     base = build_base_model("mobilenet_v2", 32, None, 0.35)
-    model = ft.build_classifier(base, num_classes=5, dropout=0.2)
+    model = ft.build_classifier(base, 5, ft.FinetuneSettings(base_weights="none", dropout=0.2))
     probs = model(np.zeros((3, 32, 32, 3), "float32"), training=False)
     probs = np.asarray(probs)
     assert probs.shape == (3, 5) and probs.dtype == np.float32
@@ -40,7 +40,7 @@ def test_weights_file_that_does_not_fit_names_file_and_model(tmp_path):
     path = str(tmp_path / "alpha-0.5.weights.h5")
     other.save_weights(path)
     settings = ft.FinetuneSettings(base_model="mobilenet_v2", base_weights=path, width_multiplier=0.35)
-    with pytest.raises(ValueError, match=r"weights file '.*alpha-0.5.weights.h5' does not fit base model 'mobilenet_v2' \(width_multiplier 0.35\)"):
+    with pytest.raises(ValueError, match=r"weights file '.*alpha-0.5.weights.h5' does not fit layer 'block_1_project' \(block_1_project/kernel\): the file has shape \(1, 1, 48, 16\), the model expects \(1, 1, 48, 8\)"):
         ft.load_base_model(settings, 32, str(tmp_path))
 
 
@@ -51,13 +51,8 @@ def test_missing_weights_file_is_named(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trained(preprocessed, backbone_weights, tmp_path_factory):
-    model_dir = str(tmp_path_factory.mktemp("model"))
-    settings = ft.FinetuneSettings(
-        base_model="mobilenet_v2", base_weights=backbone_weights[0], width_multiplier=0.35, epochs=4, learning_rate=3e-3
-    )
-    summary = ft.run_finetune(preprocessed["examples"], preprocessed["transform"], model_dir, settings)
-    return model_dir, summary
+def trained(trained_model):
+    return trained_model
 
 
 def test_finetune_trains_the_head_and_loss_falls(trained):
@@ -65,11 +60,15 @@ def test_finetune_trains_the_head_and_loss_falls(trained):
     loss = summary["history"]["loss"]
     assert len(loss) == 4
     assert loss[-1] < loss[0] * 0.9
+    assert [r["phase"] for r in summary["epochs"]] == ["head"] * 4 and summary["fast_path"] is True
     assert summary["labels"] and sorted(summary["labels"]) == ["5", "6", "7", "8", "9"]
     with open(os.path.join(model_dir, ft.TRAINING_FILE)) as f:
         assert json.load(f)["history"]["loss"] == loss
     assert os.path.isfile(os.path.join(model_dir, ft.KERAS_FILE))
-    assert os.listdir(os.path.join(model_dir, "tensorboard"))
+    assert os.listdir(os.path.join(model_dir, "tensorboard", "head"))
+    with open(os.path.join(model_dir, ft.REPORT_FILE)) as f:
+        report = f.read()
+    assert report.count("| head |") == 4 and "fast path" in report
 
 
 def test_frozen_base_weights_are_unchanged_by_training(trained, backbone_weights):

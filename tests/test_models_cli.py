@@ -11,7 +11,11 @@ from components.registry import open_registry
 from gcs_emulator import gcs_emulator, gcs_registry_uri  # noqa: F401 - pytest fixtures
 from pipelines.models_cli import add_parser
 
-METADATA = {"metrics": {"accuracy": 0.9625, "macro_f1": 0.9581}, "base_model": "MobileNetV2"}
+METADATA = {
+    "metrics": {"accuracy": 0.9625, "macro_f1": 0.9581},
+    "base_model": "MobileNetV2",
+    "blessing": {"blessed": True, "reason": "accuracy 0.9625 >= floor 0.5"},
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,9 +109,14 @@ def test_describe_version_text(populated, capsys):
 
 def test_describe_model_json_and_text(populated, capsys, monkeypatch):
     monkeypatch.setenv("USER", "ana")
+    # Version 2 was never in staging: only a forced promotion may skip it.
     assert run(["models", "promote", "--registry-uri", populated.uri, "--model", "digits",
-                "--version", "2", "--to", "prod", "--reason", "better f1"]) == 0
-    capsys.readouterr()
+                "--version", "2", "--to", "prod", "--force", "--reason", "better f1"]) == 0
+    assert capsys.readouterr().out == (
+        "promoted prod of digits to version 2 (was version 1)\n"
+        "forced (better f1); overrode: version 2 was never in 'staging' (environment order: "
+        "dev -> staging -> prod); promote it there first\n"
+    )
 
     assert run(["models", "describe", "--registry-uri", populated.uri, "--model", "digits", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -130,13 +139,13 @@ def test_promote_and_rollback(populated, capsys, monkeypatch):
     monkeypatch.setenv("USER", "bo")
     uri = populated.uri
     assert run(["models", "promote", "--registry-uri", uri, "--model", "digits", "--version", "3",
+                "--to", "staging"]) == 0
+    assert capsys.readouterr().out == "promoted staging of digits to version 3 (was unset)\n"
+    assert run(["models", "promote", "--registry-uri", uri, "--model", "digits", "--version", "3",
                 "--to", "prod", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {
-        "model": "digits", "alias": "prod", "version": 3, "previous_version": 1
+        "model": "digits", "alias": "prod", "version": 3, "previous_version": 1, "forced": False, "overridden": []
     }
-    assert run(["models", "promote", "--registry-uri", uri, "--model", "digits", "--version", "2",
-                "--to", "staging"]) == 0
-    assert capsys.readouterr().out == "promoted staging of digits to version 2 (was unset)\n"
 
     assert run(["models", "rollback", "--registry-uri", uri, "--model", "digits", "--alias", "prod",
                 "--reason", "latency regression"]) == 0

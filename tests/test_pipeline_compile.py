@@ -38,6 +38,8 @@ def test_push_runs_only_when_blessed_and_never_from_cache(spec):
     push = tasks["push"]
     assert push.get("cachingOptions", {}).get("enableCache", False) is False
     assert tasks["evaluate"].get("cachingOptions", {}).get("enableCache", False) is False
+    # The data under data_uri changes between scheduled runs: preprocess must always run.
+    assert tasks["preprocess"].get("cachingOptions", {}).get("enableCache", False) is False
     assert tasks["finetune"]["cachingOptions"]["enableCache"] is True
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from components import images, sources
 from components import preprocess as pre
 
 
@@ -57,9 +58,10 @@ def test_discover_ignores_junk_and_lists_non_images(tmp_path):
     (tmp_path / "dog" / "b.JPG").write_bytes(b"not really")
     (tmp_path / "dog" / "notes.txt").write_text("hello")
     (tmp_path / "README.png").write_bytes(_png(3))
-    candidates, skipped = pre.discover(str(tmp_path))
-    assert [(os.path.relpath(c.uri, tmp_path), c.label) for c in candidates] == [("cat/a.png", "cat"), ("dog/b.JPG", "dog")]
-    assert {os.path.relpath(s["uri"], tmp_path): s["reason"].split(" (")[0] for s in skipped} == {
+    inv = sources.discover(str(tmp_path))
+    assert [(os.path.relpath(c.uri, tmp_path), c.label) for c in inv.candidates] == [("cat/a.png", "cat"), ("dog/b.JPG", "dog")]
+    assert inv.declared_classes == {"cat", "dog"}
+    assert {os.path.relpath(s["uri"], tmp_path): s["reason"].split(" (")[0] for s in inv.skipped} == {
         "README.png": "not inside a class folder",
         "dog/notes.txt": "not an image file",
     }
@@ -67,26 +69,26 @@ def test_discover_ignores_junk_and_lists_non_images(tmp_path):
 
 def test_discover_missing_folder_names_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope"):
-        pre.discover(str(tmp_path / "nope"))
+        sources.discover(str(tmp_path / "nope"))
 
 
 @pytest.mark.parametrize(
     "data, max_pixels, reason",
     [
         (b"hello, world", 10**6, "not a readable image"),
-        (_noise_png()[:3000], 10**6, "corrupt image"),  # truncated inside its pixel data
-        (_png(5, size=(8, 8)), 63, "8x8 pixels exceeds max_pixels 63"),
+        (_noise_png()[:3000], 10**6, "damaged image"),  # truncated inside its pixel data
+        (_png(5, size=(8, 8)), 63, "8x8 pixels exceeds the limit of 63 (max_pixels)"),
     ],
 )
 def test_inspect_image_rejects_with_reason(data, max_pixels, reason):
-    result = pre.inspect_image(data, max_pixels)
+    result = images.inspect_image(data, max_pixels)
     assert result["ok"] is False
     assert reason in result["reason"]
 
 
 def test_inspect_image_reads_header():
-    assert pre.inspect_image(_png(5, size=(12, 7), mode="RGB"), 10**6) == {
-        "ok": True, "width": 12, "height": 7, "mode": "RGB", "format": "PNG"
+    assert images.inspect_image(_png(5, size=(12, 7), mode="RGB"), 10**6) == {
+        "ok": True, "width": 12, "height": 7, "mode": "RGB", "format": "PNG", "channels": 3, "convert": False
     }
 
 
@@ -100,13 +102,16 @@ def test_settings_are_validated():
 def test_preprocess_outputs_on_real_digits(preprocessed, small_digits_dir):
     stats = preprocessed["stats"]
     assert stats["classes"] == ["5", "6", "7", "8", "9"]
-    assert stats["num_images"] == 200
+    assert stats["num_images"] == 200 and stats["num_files"] == 200
     assert sum(sum(c.values()) for c in stats["class_counts"].values()) == 200
-    assert stats["skipped"] == []
+    assert stats["class_totals"] == {c: 40 for c in ["5", "6", "7", "8", "9"]}
+    assert stats["skipped"] == [] and stats["bad_fraction"] == 0.0
+    assert stats["image_sizes"] == {"<=32": 200} and stats["image_modes"] == {"L": 200} and stats["image_formats"] == {"PNG": 200}
     # The manifest's split for every image is the pure function's answer for its content hash.
     with open(os.path.join(preprocessed["examples"], pre.MANIFEST)) as f:
         rows = [json.loads(line) for line in f]
     assert len(rows) == 200
+    assert {r["status"] for r in rows} == {"ok"}
     for row in rows:
         with open(row["uri"], "rb") as img:
             assert row["sha256"] == hashlib.sha256(img.read()).hexdigest()
@@ -122,7 +127,7 @@ def test_transform_graph_decodes_resizes_and_scales(preprocessed, tmp_path):
 
     out = tft.TFTransformOutput(preprocessed["transform"])
     vocab = [v.decode() for v in out.vocabulary_by_name(pre.LABEL_VOCABULARY)]
-    assert sorted(vocab) == ["5", "6", "7", "8", "9"]
+    assert vocab == ["5", "6", "7", "8", "9"]  # sorted by name, not by frequency
     white, gray = _png(255, size=(8, 8)), _png(51, size=(40, 20), mode="L")
     rgb = io.BytesIO()
     Image.new("RGB", (32, 32), (255, 0, 0)).save(rgb, format="PNG")
@@ -151,9 +156,9 @@ def test_bad_files_are_skipped_with_reason(tmp_path):
     (data / "b" / ".DS_Store").write_bytes(b"junk")
     stats = pre.run_preprocess(
         str(data), str(tmp_path / "ex"), str(tmp_path / "tf"),
-        pre.PreprocessSettings(image_size=32, eval_fraction=0.0, test_fraction=0.0),
+        pre.PreprocessSettings(image_size=32, eval_fraction=0.0, test_fraction=0.0, max_bad_fraction=0.2),
     )
-    assert stats["num_images"] == 12
+    assert stats["num_images"] == 12 and stats["num_files"] == 14
     assert stats["class_counts"]["train"] == {"a": 6, "b": 6}
     reasons = {os.path.basename(s["uri"]): s["reason"] for s in stats["skipped"]}
     assert set(reasons) == {"broken.png", "notes.txt"}
@@ -168,21 +173,22 @@ def test_single_class_fails_naming_it_and_leaves_no_output(tmp_path):
         (data / f"{i}.png").write_bytes(_png(i))
     examples, transform = tmp_path / "ex", tmp_path / "tf"
     with pytest.raises(pre.DataError, match=r"found 1 class\(es\) with usable images \(only\); need at least two"):
-        pre.run_preprocess(str(tmp_path / "data"), str(examples), str(transform), pre.PreprocessSettings(image_size=32))
+        pre.run_preprocess(str(tmp_path / "data"), str(examples), str(transform), pre.PreprocessSettings(image_size=32, min_images_per_class=1))
     assert not examples.exists() and not transform.exists()
 
 
 def test_statistics_markdown_lists_classes_and_skips():
+    ok = {"status": "ok", "width": 8, "height": 8, "mode": "L", "format": "PNG", "convert": False}
     stats = pre.summarize(
         [
-            {"uri": "d/a/1.png", "label": "a", "ok": True, "split": "train", "sha256": "1", "width": 8, "height": 8, "mode": "L"},
-            {"uri": "d/a/2.png", "label": "a", "ok": True, "split": "test", "sha256": "1", "width": 8, "height": 8, "mode": "L"},
-            {"uri": "d/b/x.png", "label": "b", "ok": False, "reason": "corrupt image: truncated"},
+            {"uri": "d/a/1.png", "label": "a", "split": "train", "sha256": "1", **ok},
+            {"uri": "d/a/2.png", "label": "a", "split": "train", "sha256": "1", "duplicate": True, **ok},
+            {"uri": "d/b/x.png", "label": "b", "status": "skipped", "reason": "damaged image: truncated"},
         ],
         [{"uri": "d/b/n.txt", "reason": "not an image file"}],
     )
-    assert stats["duplicates"] == 1
-    assert stats["class_counts"] == {"train": {"a": 1}, "eval": {}, "test": {"a": 1}}
+    assert stats["duplicates"] == 1 and stats["num_files"] == 4 and stats["bad_fraction"] == 0.5
+    assert stats["class_counts"] == {"train": {"a": 2}, "eval": {}, "test": {}}
     md = pre.statistics_markdown(stats)
-    assert "| a | 1 | 0 | 1 |" in md
-    assert "| d/b/x.png | corrupt image: truncated |" in md
+    assert "| a | 2 | 0 | 0 | 2 |" in md
+    assert "| d/b/x.png | damaged image: truncated |" in md

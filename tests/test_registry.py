@@ -140,10 +140,16 @@ def test_push_with_alias_records_a_push_action(registry, source):
     pushed = registry.push("digits", source, METADATA, alias="dev", actor="ci")
     assert registry.get_alias("digits", "dev") == pushed.version == 1
     [entry] = registry.alias_history("digits", "dev")
-    assert {k: v for k, v in entry.items() if k != "time"} == {
-        "version": 1, "previous_version": None, "action": "push", "actor": "ci", "reason": None
+    assert {k: v for k, v in entry.items() if k not in ("time", "event_id")} == {
+        "version": 1, "previous_version": None, "action": "push", "actor": "ci", "reason": None,
+        "forced": False, "overridden": [],
     }
-    datetime.datetime.fromisoformat(entry["time"])
+    assert datetime.datetime.fromisoformat(entry["time"]).utcoffset() == datetime.timedelta(0)
+    # The same move, in the audit log, under the same id and time.
+    assert registry.audit("digits") == [{
+        "id": entry["event_id"], "time": entry["time"], "model": "digits", "alias": "dev", "action": "push",
+        "from_version": None, "to_version": 1, "actor": "ci", "reason": None, "forced": False, "overridden": [],
+    }]
 
 
 def test_unknown_model_and_version(registry, source):

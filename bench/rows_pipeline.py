@@ -1,0 +1,113 @@
+"""Rows of the whole pipeline: kfp.local against the four step functions in one process, and the
+fixed cost every step process pays (interpreter start and imports)."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from typing import Any
+
+from bench.harness import Context, Goal, Result, interleave, row, time_command
+
+DIGITS_PER_CLASS = 100
+EPOCHS = 2
+
+
+def digits_dir(ctx: Context) -> str:
+    """The demo's target task (digits 5-9, PNG as ``make demo`` writes them), 100 per class."""
+
+    def make() -> str:
+        from pipelines.demo import TARGET_DIGITS, write_digit_images
+
+        path = ctx.path("digits-5-9")
+        write_digit_images(path, TARGET_DIGITS, limit_per_class=DIGITS_PER_CLASS)
+        return path
+
+    return ctx.memo("digits-5-9", make)
+
+
+def pipeline_params(data_uri: str, registry_uri: str) -> dict[str, Any]:
+    """The demo's parameters with few epochs, a random-initialised base (nothing to download or
+    pretrain) and a floor of 0 so push always runs on both sides."""
+    from pipelines.demo import DEMO_PARAMS
+
+    return {**DEMO_PARAMS, "data_uri": data_uri, "registry_uri": registry_uri, "base_weights": "none",
+            "epochs": EPOCHS, "min_accuracy": 0.0}
+
+
+def _pipeline_samples(ctx: Context) -> dict[str, Any]:
+    data = digits_dir(ctx)
+    kfp_runs: list[dict[str, Any]] = []
+    direct_runs: list[dict[str, Any]] = []
+
+    def side(kind: str, runs: list[dict[str, Any]]) -> float:
+        out = ctx.fresh_dir(kind)
+        # A fresh registry per run: no champion to score, identical work on both sides.
+        r = ctx.run_worker(kind, {"out_dir": out, "params": pipeline_params(data, f"{out}/registry")})
+        if not r["pushed"]:
+            raise RuntimeError(f"{kind}: nothing was pushed, so the two sides did not do the same work")
+        runs.append(r)
+        ctx.log(f"  {kind}: {r['process_seconds']:.1f} s, accuracy {r['accuracy']:.3f}")
+        return r["process_seconds"]
+
+    # Pipeline runs are the slowest thing here: 2 pairs by default, 1 with --quick.
+    reps = 1 if ctx.quick else 2
+    a, b = interleave(reps, lambda: side("kfp-pipeline", kfp_runs), lambda: side("direct-pipeline", direct_runs))
+    return {"a": a, "b": b, "kfp": kfp_runs, "direct": direct_runs}
+
+
+def _import_row(ctx: Context, name: str, module: str) -> Result:
+    # Slow-row repetitions: importing TensorFlow takes 5-12 s on 2 busy cores.
+    reps = ctx.reps(fast=False)
+    a, b = interleave(reps, lambda: time_command([sys.executable, "-c", f"import {module}"]),
+                      lambda: time_command([sys.executable, "-c", "pass"]))
+    ctx.memo("import-costs", lambda: {})[module] = statistics.median(a)
+    return Result(
+        name=name,
+        compared=f"python -c 'import {module}' vs python -c 'pass'",
+        unit="s",
+        goal=Goal(),
+        a=a,
+        b=b,
+        notes=f"Fixed cost of a fresh step process that needs {module} (each kfp.local step and the preprocess worker are one).",
+    )
+
+
+@row("import_tensorflow", "fresh process importing tensorflow vs an empty one", slow=True)
+def import_tensorflow(ctx: Context) -> Result:
+    return _import_row(ctx, "import_tensorflow", "tensorflow")
+
+
+@row("import_tft_beam", "fresh process importing tensorflow_transform.beam vs an empty one", slow=True)
+def import_tft_beam(ctx: Context) -> Result:
+    return _import_row(ctx, "import_tft_beam", "tensorflow_transform.beam")
+
+
+@row("import_kfp", "fresh process importing kfp vs an empty one", slow=True)
+def import_kfp(ctx: Context) -> Result:
+    return _import_row(ctx, "import_kfp", "kfp")
+
+
+@row("pipeline_overhead", "whole pipeline through kfp.local vs the four step functions in one process", slow=True)
+def pipeline_overhead(ctx: Context) -> Result:
+    s = _pipeline_samples(ctx)
+    steps = {k: statistics.median(r["steps"][k] for r in s["direct"]) for k in s["direct"][0]["steps"]}
+    extra = statistics.median(s["a"]) - statistics.median(s["b"])
+    imports = ctx.memo("import-costs", lambda: {})
+    fixed = ""
+    if imports:
+        fixed = (" Per step process, kfp.local pays an interpreter start plus imports: "
+                 + ", ".join(f"{k} {v:.1f} s" for k, v in imports.items()) + " (import_* rows).")
+    return Result(
+        name="pipeline_overhead",
+        compared="run_local (kfp.local) vs step functions in one process",
+        unit="s",
+        goal=Goal("<=", 1.15),
+        a=s["a"],
+        b=s["b"],
+        accuracy=f"test acc A {s['kfp'][-1]['accuracy']:.3f} / B {s['direct'][-1]['accuracy']:.3f}",
+        notes=(f"Demo settings (mobilenet_v2 0.35, 32 px, base_weights none), {EPOCHS} epochs, digits 5-9 x "
+               f"{DIGITS_PER_CLASS}; each side a fresh process, wall time. kfp.local costs {extra:+.1f} s "
+               f"(goal: under 15%). One-process step times (median): "
+               + ", ".join(f"{k} {v:.1f} s" for k, v in steps.items()) + "." + fixed),
+    )

@@ -1,0 +1,158 @@
+"""Entry points the benchmark runs in fresh processes: ``python -m bench.workers KIND REQUEST RESULT``.
+
+A fresh process per measurement keeps what one row imported or allocated out of the next row's
+numbers, makes ``resource.getrusage(RUSAGE_CHILDREN)`` see only the children of that run, and makes
+each side of a comparison pay its own interpreter start and imports.
+
+``REQUEST`` and ``RESULT`` are JSON files; every kind writes ``{"seconds": ...}`` plus its own
+fields to ``RESULT``. Seconds are wall-clock time measured inside the worker around the work
+(imports included only where the kind says so).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from typing import Any
+
+
+def preprocess(req: dict[str, Any]) -> dict[str, Any]:
+    """``components.preprocess.run_preprocess`` on ``req["data_dir"]``.
+
+    Returns ``seconds`` (the call, which starts the Beam worker process and waits for it) and
+    ``peak_rss_mib``: the largest resident set of any child process (the preprocess worker),
+    from ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` (KiB on Linux).
+    """
+    from components import preprocess as step
+
+    settings = step.PreprocessSettings(
+        image_size=req["image_size"], base_model=req["base_model"],
+        min_images_per_class=req.get("min_images_per_class", 5),
+    )
+    out = req["out_dir"]
+    start = time.perf_counter()
+    stats = step.run_preprocess(req["data_dir"], os.path.join(out, "examples"), os.path.join(out, "transform"), settings)
+    seconds = time.perf_counter() - start
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "seconds": seconds,
+        "cpu_seconds": children.ru_utime + children.ru_stime,
+        "peak_rss_mib": children.ru_maxrss / 1024.0,
+        "num_images": stats["num_images"],
+        "class_counts": stats["class_counts"],
+    }
+
+
+def preprocess_in_process(req: dict[str, Any]) -> dict[str, Any]:
+    """``components.preprocess.run_preprocess_in_process`` after importing what it needs.
+
+    Returns ``import_seconds`` (TensorFlow, Beam, tf.Transform) and ``seconds`` (the Beam
+    pipeline with TFT's analysis, imports excluded): the per-image cost shows without the
+    worker's start-up, which dominates and varies most on a busy machine.
+    """
+    start = time.perf_counter()
+    import apache_beam  # noqa: F401
+    import tensorflow  # noqa: F401
+    import tensorflow_transform.beam  # noqa: F401
+
+    from components import preprocess as step
+
+    import_seconds = time.perf_counter() - start
+    settings = step.PreprocessSettings(
+        image_size=req["image_size"], base_model=req["base_model"],
+        min_images_per_class=req.get("min_images_per_class", 5),
+    )
+    out = req["out_dir"]
+    start = time.perf_counter()
+    stats = step.run_preprocess_in_process(req["data_dir"], os.path.join(out, "examples"), os.path.join(out, "transform"), settings)
+    return {"seconds": time.perf_counter() - start, "import_seconds": import_seconds, "num_images": stats["num_images"]}
+
+
+def direct_pipeline(req: dict[str, Any]) -> dict[str, Any]:
+    """The four steps' functions called in this one process, as the KFP component bodies call them.
+
+    ``seconds`` includes this process's imports (the caller also times the whole process);
+    ``steps`` holds each step's seconds.
+    """
+    t0 = time.perf_counter()
+    from components import evaluate, finetune, preprocess, push
+
+    p = req["params"]
+    work = req["out_dir"]
+    steps: dict[str, float] = {"imports": time.perf_counter() - t0}
+
+    t = time.perf_counter()
+    settings = preprocess.PreprocessSettings(
+        image_size=p["image_size"], base_model=p["base_model"], min_images_per_class=p.get("min_images_per_class", 5),
+    )
+    champion = preprocess.find_champion(p["registry_uri"], p["model_name"], p["target_env"])
+    examples, transform, stats_dir = (os.path.join(work, d) for d in ("examples", "transform", "statistics"))
+    stats = preprocess.run_preprocess(p["data_uri"], examples, transform, settings, champion)
+    os.makedirs(stats_dir, exist_ok=True)
+    preprocess.write_statistics(stats, os.path.join(stats_dir, "statistics.json"), os.path.join(stats_dir, "report.md"))
+    steps["preprocess"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    ft = finetune.FinetuneSettings(
+        base_model=p["base_model"], base_weights=p["base_weights"], width_multiplier=p["width_multiplier"],
+        epochs=p["epochs"], batch_size=p["batch_size"], learning_rate=p["learning_rate"],
+        optimizer=p.get("optimizer", "adam"), dropout=p.get("dropout", 0.2), seed=p.get("seed", 0),
+    )
+    model_dir = os.path.join(work, "model")
+    finetune.run_finetune(examples, transform, model_dir, ft)
+    steps["finetune"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        result = evaluate.run_evaluate(
+            finetune.split_files(examples, "test"), os.path.join(model_dir, finetune.SERVING_DIR), p["min_accuracy"],
+            p["registry_uri"], p["model_name"], p["target_env"], 0.0, scratch,
+        )
+    steps["evaluate"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    pushed = None
+    if result["blessed"]:
+        pushed = push.run_push(model_dir, result, stats, p["registry_uri"], p["model_name"], p["target_env"], p["data_uri"], "bench")
+    steps["push"] = time.perf_counter() - t
+    return {
+        "seconds": time.perf_counter() - t0,
+        "steps": steps,
+        "accuracy": result["metrics"]["accuracy"],
+        "pushed": pushed is not None,
+    }
+
+
+def kfp_pipeline(req: dict[str, Any]) -> dict[str, Any]:
+    """The whole pipeline through ``kfp.local`` (``pipelines.local.run_local``); ``seconds``
+    includes this process's imports and the pipeline's compilation, as ``run-local`` pays them."""
+    t0 = time.perf_counter()
+    from pipelines.local import run_local
+
+    result = run_local(req["params"], os.path.join(req["out_dir"], "pipeline_root"))
+    return {"seconds": time.perf_counter() - t0, "accuracy": result.accuracy, "pushed": result.pushed is not None}
+
+
+KINDS = {"preprocess": preprocess, "preprocess-in-process": preprocess_in_process, "direct-pipeline": direct_pipeline, "kfp-pipeline": kfp_pipeline}
+
+
+def main(argv: list[str]) -> None:
+    kind, request, response = argv
+    with open(request) as f:
+        req = json.load(f)
+    out = KINDS[kind](req)
+    with open(response, "w") as f:
+        json.dump(out, f)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Like the preprocess worker: leave without interpreter teardown, where TF/TFT objects have
+    # been seen to crash at exit (TRAPS.md) after the work is done and reported.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
