@@ -679,6 +679,23 @@ def _fit_phase(
 # Export
 
 
+def inference_model(model: Any) -> Any:
+    """``model`` without its augmentation layers (they only act in training, and their random
+    seed state cannot be exported in a SavedModel); the other layers and weights are shared."""
+    import keras
+
+    if "augmentation" not in [layer.name for layer in model.layers]:
+        return model
+    inputs = keras.Input(shape=model.input_shape[1:], name=IMAGE_KEY)
+    x = inputs
+    for layer in model.layers[1:]:
+        if layer.name == "augmentation":
+            continue
+        # The base is called in inference mode, as in build_classifier.
+        x = layer(x, training=False) if isinstance(layer, keras.Model) else layer(x)
+    return keras.Model(inputs, x, name=model.name)
+
+
 def export_serving(model: Any, tft_output: Any, labels: list[str], export_dir: str) -> None:
     """Writes a SavedModel whose serving signature takes raw encoded image bytes.
 
@@ -693,6 +710,8 @@ def export_serving(model: Any, tft_output: Any, labels: list[str], export_dir: s
     functional model (TRAPS.md); a module tracking both saves them together.
     """
     import tensorflow as tf
+
+    model = inference_model(model)
 
     class ServingModule(tf.Module):
         def __init__(self):

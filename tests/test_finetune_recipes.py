@@ -102,6 +102,20 @@ def test_augmentation_runs_only_in_training():
     np.testing.assert_allclose(np.asarray(model(x, training=False)), np.asarray(model(x, training=False)))
 
 
+def test_model_with_augmentation_exports_a_serving_signature(preprocessed, small_digits_dir, tmp_path):
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    settings = ft.FinetuneSettings(base_weights="none", width_multiplier=0.35, augmentation=("rotation", "zoom", "contrast"))
+    model = ft.build_classifier(build_base_model("mobilenet_v2", 32, None, 0.35), 5, settings)
+    ft.export_serving(model, tft.TFTransformOutput(preprocessed["transform"]), ["5", "6", "7", "8", "9"], str(tmp_path / "serving"))
+    png = open(os.path.join(small_digits_dir, "5", sorted(os.listdir(os.path.join(small_digits_dir, "5")))[0]), "rb").read()
+    out = tf.saved_model.load(str(tmp_path / "serving")).signatures["serving_default"](image_bytes=tf.constant([png, png]))
+    assert out["probabilities"].shape == (2, 5)
+    # Inference is deterministic: the augmentation is not in the exported graph.
+    np.testing.assert_array_equal(out["probabilities"][0].numpy(), out["probabilities"][1].numpy())
+
+
 def test_optimizers_and_schedules():
     import keras
 
@@ -237,3 +251,10 @@ def test_killed_training_resumes_from_the_last_completed_epoch(preprocessed, bac
     a = keras.models.load_model(os.path.join(killed_dir, ft.KERAS_FILE)).get_layer("head_classifier").get_weights()[0]
     b = keras.models.load_model(os.path.join(straight, ft.KERAS_FILE)).get_layer("head_classifier").get_weights()[0]
     assert np.linalg.norm(a - b) / np.linalg.norm(b) < 0.05
+
+
+def test_gpu_benchmark_refuses_to_run_without_a_gpu():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-m", "bench.gpu", "--steps", "1"], capture_output=True, text=True, cwd=root)
+    assert proc.returncode == 2
+    assert "no GPU visible: this benchmark needs one" in proc.stderr
