@@ -761,38 +761,42 @@ def training_markdown(summary: dict[str, Any]) -> str:
 # The step
 
 
-def _extract_features(model: Any, examples: Any, count: int, path: str, batch_size: int) -> Any:
-    """Pooled base outputs of ``examples`` written to a ``.npy`` file (streamed, memory-mapped);
-    returns the memory map. Reused when a complete file exists (a resumed step)."""
+def _extract_features(model: Any, examples: Any, count: int, path: str, batch_size: int) -> tuple[Any, Any]:
+    """Pooled base outputs and labels of ``examples``, in one pass.
+
+    The features go to a ``.npy`` file written as they are computed (memory-mapped: a dataset
+    larger than memory streams through), the labels to ``<path>.labels.npy``. Complete files
+    are reused (a resumed step does not compute them again).
+
+    Returns:
+        ``(features float32 [count, channels] (memory map), labels int64 [count])``.
+    """
     import keras
     import numpy as np
 
-    if os.path.exists(path):
-        return np.load(path, mmap_mode="r")
+    labels_path = path[: -len(".npy")] + ".labels.npy"
+    if os.path.exists(path) and os.path.exists(labels_path):
+        return np.load(path, mmap_mode="r"), np.load(labels_path)
     extractor = keras.Model(model.input, model.get_layer("head_pool").output)
     dim = extractor.output.shape[-1]
     tmp = path + ".partial.npy"
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(count, dim))
+    labels = np.zeros(count, dtype=np.int64)
     row = 0
-    for images, _ in examples.batch(batch_size):
+    for images, batch_labels in examples.batch(batch_size):
         n = int(images.shape[0])
-        out[row:row + n] = np.asarray(extractor(images, training=False), dtype=np.float32)
+        # predict_on_batch runs the compiled graph: eager calls would be several times slower.
+        out[row:row + n] = extractor.predict_on_batch(images)
+        labels[row:row + n] = batch_labels.numpy()
         row += n
     if row != count:
         raise RuntimeError(f"expected {count} examples while computing features, got {row}")
     out.flush()
     del out
+    np.save(labels_path + ".partial.npy", labels)
+    os.replace(labels_path + ".partial.npy", labels_path)
     os.replace(tmp, path)
-    return np.load(path, mmap_mode="r")
-
-
-def _labels_of(examples: Any, path: str) -> Any:
-    import numpy as np
-
-    if not os.path.exists(path):
-        np.save(path + ".partial.npy", np.array([int(label) for _, label in examples.as_numpy_iterator()], dtype=np.int64))
-        os.replace(path + ".partial.npy", path)
-    return np.load(path)
+    return np.load(path, mmap_mode="r"), labels
 
 
 def run_finetune(examples_dir: str, transform_dir: str, model_dir: str, settings: FinetuneSettings) -> dict[str, Any]:
@@ -872,12 +876,10 @@ def run_finetune(examples_dir: str, transform_dir: str, model_dir: str, settings
         lr = make_schedule(settings, settings.learning_rate, settings.epochs, steps)
         if fast:
             # The frozen base in inference mode is a fixed function: compute it once.
-            train_x = _extract_features(model, train_examples, num_train, os.path.join(checkpoint_dir, "train_features.npy"), 256)
-            train_y = _labels_of(train_examples, os.path.join(checkpoint_dir, "train_labels.npy"))
+            train_x, train_y = _extract_features(model, train_examples, num_train, os.path.join(checkpoint_dir, "train_features.npy"), 256)
             eval_feats = None
             if num_eval:
-                eval_x = _extract_features(model, eval_examples, num_eval, os.path.join(checkpoint_dir, "eval_features.npy"), 256)
-                eval_y = _labels_of(eval_examples, os.path.join(checkpoint_dir, "eval_labels.npy"))
+                eval_x, eval_y = _extract_features(model, eval_examples, num_eval, os.path.join(checkpoint_dir, "eval_features.npy"), 256)
                 eval_feats = tf.data.Dataset.from_tensor_slices((np.asarray(eval_x), eval_y)).batch(global_batch).map(one_hot)
             feats = tf.data.Dataset.from_tensor_slices((np.asarray(train_x), train_y))
             with strategy.scope():

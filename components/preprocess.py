@@ -266,7 +266,7 @@ def _resolve_duplicates(group: tuple[str, Iterable[dict[str, Any]]]) -> list[dic
     return rows
 
 
-def _to_example(item: tuple[str, str, bytes | None, str | None], drop: Iterable[str], settings: PreprocessSettings) -> list[tuple[str, bytes, str]]:
+def _to_example(item: tuple[str, str, bytes | None, str | None], drop: dict[str, bool], settings: PreprocessSettings) -> list[tuple[str, bytes, str]]:
     uri, label, data, _ = item
     if data is None or uri in drop:
         return []
@@ -594,13 +594,13 @@ def run_preprocess_in_process(
                     | "ToJson" >> beam.Map(json.dumps, sort_keys=True)
                     | "WriteManifest" >> beam.io.WriteToText(manifest, shard_name_template="")
                 )
-                drop = rows | "Unusable" >> beam.Filter(lambda r: r["status"] != "ok") | "UnusableUri" >> beam.Map(lambda r: r["uri"])
+                drop = rows | "Unusable" >> beam.Filter(lambda r: r["status"] != "ok") | "UnusableUri" >> beam.Map(lambda r: (r["uri"], True))
                 # Stage 2: read again and stream the usable images into their split's files.
-                examples = read(p, "Write") | "Normalize" >> beam.FlatMap(_to_example, beam.pvalue.AsList(drop), settings)
-                for split in SPLITS:
+                examples = read(p, "Write") | "Normalize" >> beam.FlatMap(_to_example, beam.pvalue.AsDict(drop), settings)
+                by_split = examples | "Split" >> beam.Partition(lambda e, _: SPLITS.index(e[0]), len(SPLITS))
+                for split, part in zip(SPLITS, by_split):
                     _ = (
-                        examples
-                        | f"Select{split}" >> beam.Filter(lambda e, s=split: e[0] == s)
+                        part
                         | f"Serialize{split}" >> beam.Map(_serialize)
                         | f"Write{split}" >> beam.io.WriteToTFRecord(posixpath.join(examples_dir, split, "part"), file_name_suffix=".tfrecord")
                     )

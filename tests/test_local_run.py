@@ -85,8 +85,6 @@ def test_predict_agrees_with_evaluate_on_the_test_split(run, capsys):
 
 @pytest.mark.slow
 def test_failed_step_exits_nonzero_with_one_readable_line(tmp_path, capsys):
-    only = tmp_path / "data" / "seven"
-    only.mkdir(parents=True)
     from pipelines.demo import write_digit_images
 
     write_digit_images(str(tmp_path / "data"), (7,), limit_per_class=5)
@@ -99,7 +97,7 @@ def test_failed_step_exits_nonzero_with_one_readable_line(tmp_path, capsys):
     assert code == 1
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
     assert last_line == (
-        "error: step preprocess failed: DataError: found 1 class(es) with usable images (7); need at least two class folders"
+        "error: step preprocess failed: DataError: found 1 class(es) with usable images (7); need at least two classes"
     )
     assert json.loads(summary_path.read_text())["status"] == "failed"
     assert not (tmp_path / "registry").exists()
