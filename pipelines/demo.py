@@ -1,10 +1,15 @@
 """``kfp-finetune demo``: the whole job on data and a backbone this project makes itself.
 
 ImageNet weights cannot be downloaded on an air-gapped machine, so the demo builds a real
-pretrained backbone first: a ``keras.applications`` MobileNetV2 (width 0.35, 32 px) trained on a
+pretrained backbone first: a ``keras.applications`` MobileNetV2 (width 0.35, 48 px) trained on a
 *source task*, scikit-learn's bundled handwritten digits 0-4. The pipeline then fine-tunes it on
-the disjoint *target task*, digits 5-9, with the base frozen and a new head, exactly as a user
-would fine-tune an ImageNet model on their own images.
+the disjoint *target task*, digits 5-9, with the best recipe (Keras' transfer-learning guide):
+a new head on the frozen base, then the whole base unfrozen (BatchNormalization still frozen) at a
+lower learning rate, exactly as a user would fine-tune an ImageNet model on their own images.
+
+Why 48 px: the 8x8 digits are upscaled either way; at 32 px MobileNetV2's last feature map is
+1x1 and the two-phase recipe scored 0.82-0.91 on the test split depending on the backbone run,
+at 48 px (2x2) 0.95 (measured on this project's machines).
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ SOURCE_DIGITS = (0, 1, 2, 3, 4)
 TARGET_DIGITS = (5, 6, 7, 8, 9)
 DEMO_BASE_MODEL = "mobilenet_v2"
 DEMO_WIDTH = 0.35
-DEMO_IMAGE_SIZE = 32
-BACKBONE_FILE = "mobilenet_v2_0.35_digits0-4.weights.h5"
+DEMO_IMAGE_SIZE = 48
+BACKBONE_FILE = f"mobilenet_v2_0.35_{DEMO_IMAGE_SIZE}px_digits0-4.weights.h5"
 
 # Pipeline parameters of the demo run (what `kfp-finetune run-local` would be given).
 DEMO_PARAMS: dict[str, Any] = {
@@ -27,10 +32,15 @@ DEMO_PARAMS: dict[str, Any] = {
     "base_model": DEMO_BASE_MODEL,
     "width_multiplier": DEMO_WIDTH,
     "image_size": DEMO_IMAGE_SIZE,
-    "epochs": 20,
-    "batch_size": 32,
+    # The two-phase recipe: 10 epochs of the head on the frozen base, then 15 epochs of the whole
+    # base (BatchNormalization frozen) at a 3x lower learning rate.
+    "epochs": 10,
     "learning_rate": 0.001,
-    "min_accuracy": 0.4,
+    "fine_tune_epochs": 15,
+    "fine_tune_learning_rate": 0.0003,
+    "unfreeze": "all",
+    "batch_size": 32,
+    "min_accuracy": 0.8,
 }
 
 
@@ -143,7 +153,7 @@ def prepare(workdir: str, pretrain_epochs: int = 30) -> dict[str, Any]:
     backbone = None
     if not os.path.exists(weights):
         print(f"pretraining the backbone ({DEMO_BASE_MODEL} width {DEMO_WIDTH}, {DEMO_IMAGE_SIZE} px) on digits 0-4 ...", flush=True)
-        backbone = pretrain_backbone(source_uri, weights, epochs=pretrain_epochs)
+        backbone = pretrain_backbone(source_uri, weights, epochs=pretrain_epochs, image_size=DEMO_IMAGE_SIZE)
         print(f"backbone: source-task eval accuracy {backbone['eval_accuracy']:.3f}", flush=True)
     return {"data_uri": data_uri, "source_uri": source_uri, "base_weights": weights, "backbone": backbone}
 
