@@ -120,8 +120,13 @@ def decide_blessing(
     champion: float | None = None,
     tolerance: float = 0.0,
     paired: PairedTest | None = None,
+    label_change: str | None = None,
+    allow_label_change: bool = False,
 ) -> Blessing:
     """Decides whether the challenger may be pushed.
+
+    A challenger trained on another label set than the champion's solves another task: the two
+    are not compared, and it is refused unless ``allow_label_change`` (then the floor decides).
 
     The rule: the challenger must reach the floor, and must not be worse than the champion by
     more than ``tolerance``. The paired test is *reported, not gating*: the rule is the
@@ -139,6 +144,9 @@ def decide_blessing(
         tolerance: How much worse than the champion the challenger may be (>= 0).
         paired: The paired test of the two models on the same examples, for the reason text;
             None when there is no champion or its per-example predictions are unknown.
+        label_change: How the label set differs from the champion's (e.g. "added ['x'],
+            removed ['7']"), or None when it does not or there is no champion.
+        allow_label_change: Let a challenger with another label set replace the champion.
 
     Returns:
         ``Blessing``; the reason states the compared numbers and, with ``paired``, the
@@ -146,6 +154,13 @@ def decide_blessing(
         0.8900 (+0.0200, 95% CI [-0.0100, +0.0500], McNemar p=0.21): clears the floor 0.5000 and
         is within 0.0000 of the champion's 0.8900"``.
     """
+    if label_change is not None:
+        if not allow_label_change:
+            return Blessing(False, f"the label set differs from the champion's ({label_change}); "
+                                   "set allow_label_change to let this model replace it")
+        if challenger < floor:
+            return Blessing(False, f"{metric} {challenger:.4f} is below the floor {floor:.4f} (label set changed: {label_change})")
+        return Blessing(True, f"{metric} {challenger:.4f} clears the floor {floor:.4f}; label set changed ({label_change}), allowed")
     versus = f"{paired.summary(metric, challenger, champion)}: " if paired is not None and champion is not None else ""
     if challenger < floor:
         below = f"{metric} {challenger:.4f} is below the floor {floor:.4f}"
@@ -723,8 +738,11 @@ def run_evaluate(
     tolerance: float = 0.0,
     scratch_dir: str = "/tmp",
     training: dict[str, Any] | None = None,
+    allow_label_change: bool = False,
 ) -> dict[str, Any]:
     """Scores the challenger's serving model on the test split and decides its blessing.
+
+    ``allow_label_change``: see ``decide_blessing``.
 
     Args:
         test_files: TFRecord files of the test split.
@@ -771,10 +789,15 @@ def run_evaluate(
         paired = compare_paired(ours, np.array(champion.pop("predictions")) == truth)
         champion["paired_test"] = dataclasses.asdict(paired)
         champion_accuracy = champion["accuracy"]
-    blessing = decide_blessing("accuracy", metrics["accuracy"], min_accuracy, champion_accuracy, tolerance, paired)
-    reason = blessing.reason
+    label_change = None
     if champion and champion["status"] == "different_labels":
-        reason += f" (champion version {champion['version']} has other classes, so it was not compared)"
+        added = sorted(set(class_names) - set(champion["classes"]))
+        removed = sorted(set(champion["classes"]) - set(class_names))
+        label_change = f"champion version {champion['version']}: added {added}, removed {removed}"
+    blessing = decide_blessing(
+        "accuracy", metrics["accuracy"], min_accuracy, champion_accuracy, tolerance, paired, label_change, allow_label_change
+    )
+    reason = blessing.reason
     return {
         "metrics": metrics,
         "class_names": class_names,

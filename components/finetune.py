@@ -244,9 +244,15 @@ def select_unfrozen(layer_names: list[str], spec: str) -> list[str]:
     return list(layer_names[layer_names.index(arg):])
 
 
-def set_trainable(base: Any, spec: str | None) -> list[str]:
+def is_pretrained(settings: "FinetuneSettings") -> bool:
+    """Whether the base starts from trained weights (``base_weights`` other than ``none``)."""
+    return settings.base_weights.lower() != "none"
+
+
+def set_trainable(base: Any, spec: str | None, keep_batchnorm_frozen: bool = True) -> list[str]:
     """Freezes the whole base (``spec`` None) or unfreezes the layers ``select_unfrozen`` picks,
-    BatchNormalization layers excepted. Returns the names of the layers left trainable."""
+    BatchNormalization layers excepted unless ``keep_batchnorm_frozen`` is False (a base without
+    pretrained weights has no statistics worth keeping). Returns the names of the trainable layers."""
     import keras
 
     layers = [layer for layer in base.layers if not isinstance(layer, keras.layers.InputLayer)]
@@ -257,7 +263,8 @@ def set_trainable(base: Any, spec: str | None) -> list[str]:
     base.trainable = True  # the container's flag gates its layers': set it first
     trainable = []
     for layer in layers:
-        layer.trainable = layer.name in chosen and not isinstance(layer, keras.layers.BatchNormalization)
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = layer.name in chosen and not (is_bn and keep_batchnorm_frozen)
         if layer.trainable:
             trainable.append(layer.name)
     return trainable
@@ -487,8 +494,10 @@ def build_classifier(base: Any, num_classes: int, settings: FinetuneSettings | f
     if settings.augmentation:
         x = _augmentation(settings.augmentation, base_models.get_spec(settings.base_model).scaling, settings.seed)(x)
     # training=False keeps BatchNormalization in inference mode even when the base is unfrozen
-    # (Keras transfer-learning guide): its statistics belong to the pretraining data.
-    x = base(x, training=False)
+    # (Keras transfer-learning guide): its statistics belong to the pretraining data. A base
+    # without pretrained weights has no such statistics (mean 0, variance 1 would shrink its
+    # activations to ~1e-12 through MobileNetV2's 52 BN layers): there BN trains as usual.
+    x = base(x, training=False) if is_pretrained(settings) else base(x)
     pool = keras.layers.GlobalAveragePooling2D if settings.pooling == "avg" else keras.layers.GlobalMaxPooling2D
     x = pool(name="head_pool")(x)
     for i, units in enumerate(settings.dense_units):
@@ -861,6 +870,10 @@ def run_finetune(examples_dir: str, transform_dir: str, model_dir: str, settings
     with strategy.scope():
         with tempfile.TemporaryDirectory(prefix="weights-") as scratch:
             base = load_base_model(settings, image_size, scratch)
+        if not is_pretrained(settings):
+            # Trained from scratch on a small dataset, BatchNormalization's default momentum
+            # (0.999 in MobileNets) leaves its moving statistics unconverged (TRAPS.md).
+            base_models.set_batchnorm_momentum(base, 0.9)
         model = build_classifier(base, len(labels), settings)
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing)
 
@@ -904,11 +917,12 @@ def run_finetune(examples_dir: str, transform_dir: str, model_dir: str, settings
     if settings.fine_tune_epochs > 0:
         t0 = time.perf_counter()
         with strategy.scope():
-            unfrozen = set_trainable(base, settings.unfreeze)
+            unfrozen = set_trainable(base, settings.unfreeze, keep_batchnorm_frozen=is_pretrained(settings))
             # A changed `trainable` only takes effect when the model is compiled again.
             lr = make_schedule(settings, settings.fine_tune_learning_rate, settings.fine_tune_epochs, steps)
             model.compile(optimizer=make_optimizer(settings, lr), loss=loss, metrics=["accuracy"], jit_compile=settings.xla)
-        print(f"fine-tune phase: {len(unfrozen)} base layers unfrozen ({settings.unfreeze}), BatchNormalization frozen", flush=True)
+        bn = "BatchNormalization frozen" if is_pretrained(settings) else "BatchNormalization trained (no pretrained statistics)"
+        print(f"fine-tune phase: {len(unfrozen)} base layers unfrozen ({settings.unfreeze}), {bn}", flush=True)
         _fit_phase(
             model, lambda first: epoch_ordered(train_examples, global_batch, settings.seed + 1, first, settings.fine_tune_epochs, True).map(one_hot),
             eval_batches.map(one_hot) if eval_batches is not None else None,

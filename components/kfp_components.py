@@ -126,6 +126,7 @@ def evaluate(
     model_name: str,
     target_env: str,
     champion_tolerance: float,
+    allow_label_change: bool,
     metrics: Output[Metrics],
     confusion_matrix: Output[ClassificationMetrics],
     report: Output[Markdown],
@@ -150,7 +151,7 @@ def evaluate(
         result = step.run_evaluate(
             split_files(examples.path, "test"), os.path.join(model.path, SERVING_DIR), min_accuracy,
             registry_uri, model_name, target_env, champion_tolerance, scratch,
-            training=step.read_training(model.path),
+            training=step.read_training(model.path), allow_label_change=allow_label_change,
         )
         m = result["metrics"]
         for name, value in step.scalar_metrics(m).items():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import os
 import posixpath
 from typing import Any
 
@@ -74,6 +75,11 @@ def discover(data_uri: str) -> Inventory:
         return _discover_csv(uri)
     if _is_tfrecord(uri):
         return Inventory(kind="tfrecord", tfrecord_files=[uri])
+    if not storage.is_gcs(uri) and os.path.isfile(uri):
+        raise ValueError(
+            f"data_uri {data_uri!r} is a file, but not a .csv manifest or a .tfrecord[.gz] file "
+            "(expected a folder of class folders, a CSV manifest or TFRecord files)"
+        )
     files = storage.list_files(uri)
     rels = [(f, f[len(uri) + 1:].split("/")) for f in files]
     rels = [(f, parts) for f, parts in rels if not any(is_junk(p) for p in parts)]
@@ -94,8 +100,6 @@ def discover(data_uri: str) -> Inventory:
     if storage.is_gcs(uri):
         return inv
     # Empty class folders are classes too (list_files only sees files).
-    import os
-
     for name in os.listdir(uri):
         if os.path.isdir(os.path.join(uri, name)) and not is_junk(name):
             inv.declared_classes.add(name)

@@ -76,12 +76,13 @@ def _compile(args: argparse.Namespace) -> int:
 
 
 def _run_local(args: argparse.Namespace) -> int:
-    from pipelines.local import PipelineRunError, run_local
+    from pipelines.local import PipelineRunError, check_settings, run_local
     from pipelines.pipeline import compile_pipeline
 
     with tempfile.TemporaryDirectory(prefix="kfp-finetune-") as tmp:
         package = args.package or compile_pipeline(os.path.join(tmp, "pipeline.yaml"))
         params = remote.check_params(remote.read_pipeline_package(package), _collect_params(args))
+        check_settings(params)
         try:
             result = run_local(params, args.pipeline_root, package_path=package)
         except PipelineRunError as e:
@@ -97,7 +98,7 @@ def _demo(args: argparse.Namespace) -> int:
     from pipelines import demo
     from pipelines.local import PipelineRunError
 
-    overrides = {k: v for k, v in {"epochs": args.epochs}.items() if v is not None}
+    overrides = {k: v for k, v in {"epochs": args.epochs, "fine_tune_epochs": args.fine_tune_epochs}.items() if v is not None}
     try:
         summary = demo.run_demo(args.workdir, overrides)
     except PipelineRunError as e:
@@ -113,9 +114,13 @@ def _demo(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from pipelines.predict import predict
 
+    failed = 0
     for row in predict(args.files, args.model_dir, args.registry_uri, args.model, args.version, args.alias):
         print(json.dumps(row))
-    return 0
+        failed += "error" in row
+    if failed:
+        print(f"error: {failed} of {len(args.files)} file(s) could not be classified (see their 'error')", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the embedded demo: digits images, a pretrained backbone, the whole pipeline")
     p.add_argument("--workdir", default=DEFAULT_DEMO_WORKDIR, metavar="DIR", help="where data, backbone, registry and run outputs go (default: %(default)s)")
     p.add_argument("--summary", metavar="FILE", help="write the run summary as JSON")
-    p.add_argument("--epochs", type=int, help="override the demo's training epochs")
+    p.add_argument("--epochs", type=int, help="override the demo's head-phase epochs (default 10)")
+    p.add_argument("--fine-tune-epochs", type=int, help="override the demo's fine-tune-phase epochs (default 15; 0: head only)")
     p.set_defaults(func=_demo)
 
     remote.add_parser(sub)
@@ -156,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", metavar="NAME", help="registry model name")
     p.add_argument("--version", type=int, metavar="N", help="registry version")
     p.add_argument("--alias", metavar="ENV", help="registry alias (environment)")
-    p.add_argument("files", nargs="+", metavar="FILE", help="image files (PNG, JPEG, GIF, BMP)")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="image files (PNG, JPEG, GIF, BMP, WEBP, TIFF, ...); an unreadable one gets an 'error' line and exit status 1")
     p.set_defaults(func=_predict)
     return parser
 
@@ -166,6 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from components.registry import RegistryError
     from pipelines.local import PipelineRunError
 
+    # TensorFlow's C++ start-up lines (CUDA probing on a machine without a GPU, oneDNN notes)
+    # bury the one line a user needs; they stay available with TF_CPP_MIN_LOG_LEVEL=0.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

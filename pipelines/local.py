@@ -58,6 +58,30 @@ def _latest_run_dir(pipeline_root: str, before: set[str]) -> str | None:
     return os.path.join(pipeline_root, new[-1]) if new else None
 
 
+def check_settings(params: dict[str, Any]) -> None:
+    """Validates the steps' settings before a run starts, so a typo fails in a second instead of
+    after preprocessing (the steps validate again, for runs started elsewhere).
+
+    Raises:
+        ValueError: an invalid preprocess or finetune setting (named, with the allowed values).
+        FileNotFoundError: a local ``base_weights`` file that does not exist.
+    """
+    from components import finetune, preprocess
+    from components.base_models import check_image_size
+
+    def pick(names: Any) -> dict[str, Any]:
+        return {k: params[k] for k in names if k in params}
+
+    pre_fields = [f.name for f in dataclasses.fields(preprocess.PreprocessSettings) if f.name != "beam_pipeline_args"]
+    preprocess.PreprocessSettings(**pick(pre_fields))
+    ft_fields = [f.name for f in dataclasses.fields(finetune.FinetuneSettings)]
+    settings = finetune.settings_from_parameters(**pick(ft_fields))
+    check_image_size(settings.base_model, int(params.get("image_size", 224)))
+    source = settings.base_weights
+    if source.lower() not in ("imagenet", "none") and "://" not in source and not os.path.isfile(source):
+        raise FileNotFoundError(f"base_weights file {source!r} does not exist")
+
+
 def run_local(params: dict[str, Any], pipeline_root: str, package_path: str | None = None) -> LocalRunResult:
     """Runs the compiled pipeline locally and returns its outputs.
 

@@ -71,6 +71,7 @@ PARAMETERS: dict = {
     # evaluation and gate
     "min_accuracy": (float, 0.5, "test accuracy floor for blessing, in [0, 1]"),
     "champion_tolerance": (float, 0.0, "how much lower than the champion's accuracy the challenger may score"),
+    "allow_label_change": (bool, False, "let a model trained on another label set than the champion's replace it"),
     # resources
     "accelerator_type": (str, "nvidia.com/gpu", "accelerator resource of the finetune step (e.g. nvidia.com/gpu)"),
     "accelerator_count": (int, 0, "accelerators for the finetune step; 0 means CPU"),
@@ -139,6 +140,7 @@ def make_pipeline(image: str = COMPONENT_IMAGE) -> typing.Callable:
         seed: int = 0,
         min_accuracy: float = 0.5,
         champion_tolerance: float = 0.0,
+        allow_label_change: bool = False,
         accelerator_type: str = "nvidia.com/gpu",
         accelerator_count: int = 0,
     ) -> PipelineOutputs:
@@ -169,7 +171,7 @@ def make_pipeline(image: str = COMPONENT_IMAGE) -> typing.Callable:
         ev = c.evaluate(
             examples=pre.outputs["examples"], model=train.outputs["model"], min_accuracy=min_accuracy,
             registry_uri=registry_uri, model_name=model_name, target_env=target_env,
-            champion_tolerance=champion_tolerance,
+            champion_tolerance=champion_tolerance, allow_label_change=allow_label_change,
         ).set_display_name("evaluate")
         # The champion can change between runs with identical inputs: never reuse a cached score.
         ev.set_caching_options(False)

@@ -40,49 +40,55 @@ def resolve_model_dir(
     return local, {"model": resolved.model, "version": resolved.version, "uri": resolved.uri}
 
 
+def _load_image(path: str) -> tuple[bytes | None, str | None]:
+    """Normalized bytes of an image file, or the reason it cannot be classified."""
+    from components import images
+
+    if os.path.isdir(path):
+        return None, "is a folder, not an image file"
+    if not os.path.isfile(path):
+        return None, "no such file"
+    with open(path, "rb") as f:
+        data = f.read()
+    info = images.inspect_image(data)
+    if not info["ok"]:
+        return None, info["reason"]
+    # The same normalization as preprocessing: WEBP, TIFF, CMYK or EXIF-rotated photos reach
+    # the signature as TensorFlow decodes them correctly.
+    return images.normalize_image(data), None
+
+
 def predict_files(model_dir: str, files: list[str]) -> Iterator[dict[str, Any]]:
     """Classifies image files with the SavedModel's ``serving_default`` signature.
-
-    Yields, per file in order: ``{"file", "label", "confidence" (in [0, 1]), "probabilities"
-    ({class name: probability})}``.
 
     Files may be in any format ``components.images`` accepts (PNG, JPEG, GIF, BMP, WEBP, TIFF,
     ...); they are normalized as in preprocessing before they reach the signature.
 
-    Raises:
-        FileNotFoundError: a file does not exist (named; checked before any prediction).
-        ValueError: a file is not a readable image (named).
+    Yields, per file in order: ``{"file", "label", "confidence" (in [0, 1]), "probabilities"
+    ({class name: probability})}``, or ``{"file", "error"}`` for a file that is missing, a folder
+    or not a readable image (the others are still classified).
     """
     import tensorflow as tf
 
-    from components import images
-
-    missing = [f for f in files if not os.path.isfile(f)]
-    if missing:
-        raise FileNotFoundError(f"no such image file: {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     loaded = tf.saved_model.load(model_dir)
     serve = loaded.signatures["serving_default"]
     class_names = [c.decode() for c in loaded.class_names.numpy()]
     for start in range(0, len(files), _BATCH):
-        batch = files[start:start + _BATCH]
-        contents = []
-        for path in batch:
-            with open(path, "rb") as f:
-                data = f.read()
-            # The same normalization as preprocessing: WEBP, TIFF, CMYK or EXIF-rotated photos
-            # reach the signature as TensorFlow decodes them correctly.
-            try:
-                contents.append(images.normalize_image(data))
-            except (OSError, ValueError) as e:
-                raise ValueError(f"{path!r} is not a readable image: {e}") from e
-        out = serve(image_bytes=tf.constant(contents))
-        for i, path in enumerate(batch):
+        batch = [(path, *_load_image(path)) for path in files[start:start + _BATCH]]
+        good = [data for _, data, _ in batch if data is not None]
+        out = serve(image_bytes=tf.constant(good)) if good else None
+        i = 0
+        for path, data, error in batch:
+            if data is None:
+                yield {"file": path, "error": error}
+                continue
             yield {
                 "file": path,
                 "label": out["label"][i].numpy().decode(),
                 "confidence": float(out["confidence"][i]),
                 "probabilities": {c: float(p) for c, p in zip(class_names, out["probabilities"][i].numpy())},
             }
+            i += 1
 
 
 def predict(

@@ -191,3 +191,19 @@ def test_evaluate_component_logs_metrics_and_writes_everything(trained_model, pr
         text = f.read()
     assert f"**{saved['diagnosis']['verdict']}**: {saved['diagnosis']['reason']}." in text
     assert "## Most frequent confusions" in text and "McNemar" in text
+
+
+@pytest.mark.parametrize(
+    "challenger, allow, blessed, reason_part",
+    [
+        (0.95, False, False, "the label set differs from the champion's (champion version 1: added ['x'], removed ['7']); set allow_label_change"),
+        (0.95, True, True, "clears the floor 0.5000; label set changed (champion version 1: added ['x'], removed ['7']), allowed"),
+        (0.40, True, False, "below the floor 0.5000 (label set changed"),
+    ],
+)
+def test_a_changed_label_set_is_refused_unless_allowed(challenger, allow, blessed, reason_part):
+    """Regression: a model for other classes replaced a better champion because it was 'not compared'."""
+    result = decide_blessing("accuracy", challenger, 0.5, None, 0.0, None,
+                             "champion version 1: added ['x'], removed ['7']", allow)
+    assert result.blessed is blessed
+    assert reason_part in result.reason

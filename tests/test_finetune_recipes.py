@@ -258,3 +258,14 @@ def test_gpu_benchmark_refuses_to_run_without_a_gpu():
     proc = subprocess.run([sys.executable, "-m", "bench.gpu", "--steps", "1"], capture_output=True, text=True, cwd=root)
     assert proc.returncode == 2
     assert "no GPU visible: this benchmark needs one" in proc.stderr
+
+
+def test_a_base_without_pretrained_weights_can_learn(preprocessed, tmp_path):
+    """Regression: with base_weights 'none' BatchNormalization ran in inference mode on
+    untrained statistics, the base's outputs collapsed to ~1e-12 and the loss never moved."""
+    settings = ft.FinetuneSettings(base_model="mobilenet_v2", base_weights="none", width_multiplier=0.35,
+                                   epochs=0, fine_tune_epochs=4, fine_tune_learning_rate=3e-3)
+    summary = ft.run_finetune(preprocessed["examples"], preprocessed["transform"], str(tmp_path / "random"), settings)
+    loss = summary["history"]["loss"]
+    assert loss[-1] < loss[0] * 0.9  # before the fix: constant at ln 5
+    assert summary["history"]["accuracy"][-1] > 0.3  # chance is 0.2

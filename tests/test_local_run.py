@@ -101,3 +101,23 @@ def test_failed_step_exits_nonzero_with_one_readable_line(tmp_path, capsys):
     )
     assert json.loads(summary_path.read_text())["status"] == "failed"
     assert not (tmp_path / "registry").exists()
+
+
+@pytest.mark.slow
+def test_predict_reports_unreadable_files_and_classifies_the_rest(run, capsys, tmp_path):
+    work, summary = run
+    (tmp_path / "notes.txt").write_text("not an image")
+    with open(os.path.join(summary["pushed"]["uri"], "evaluation.json")) as f:
+        classes = json.load(f)["class_names"]
+    manifests = [os.path.join(d, f) for d, _, fs in os.walk(summary["run_dir"]) for f in fs if f == "manifest.jsonl"]
+    with open(manifests[0]) as f:
+        image = next(r["uri"] for r in map(json.loads, f) if r.get("status") == "ok")
+    capsys.readouterr()
+    code = main(["predict", "--model-dir", summary["pushed"]["uri"], str(tmp_path / "notes.txt"), image, str(tmp_path)])
+    out = capsys.readouterr()
+    rows = [json.loads(line) for line in out.out.splitlines()]
+    assert code == 1
+    assert rows[0] == {"file": str(tmp_path / "notes.txt"), "error": "not a readable image (unknown format)"}
+    assert rows[1]["file"] == image and rows[1]["label"] in classes
+    assert rows[2] == {"file": str(tmp_path), "error": "is a folder, not an image file"}
+    assert out.err.strip().splitlines()[-1] == "error: 2 of 3 file(s) could not be classified (see their 'error')"
