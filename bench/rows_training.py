@@ -102,7 +102,7 @@ def input_pipeline(ctx: Context) -> Result:
 
 
 # ---------------------------------------------------------------------------------------------
-# Fine-tuning rows, on the demo task: digits 5-9 at 32 px on a MobileNetV2 (width 0.35) base
+# Fine-tuning rows, on the demo task: digits 5-9 at 48 px on a MobileNetV2 (width 0.35) base
 # pretrained on digits 0-4 (10 epochs here, the demo uses 30), so accuracy is meaningful.
 
 HEAD_EPOCHS = 5
@@ -195,7 +195,8 @@ def _head_only_samples(ctx: Context, size: int) -> dict[str, Any]:
         return time.perf_counter() - start
 
     a, b, c, acc_a, acc_b = [], [], [], [], []
-    for _ in range(ctx.reps(fast=False)):
+    # Two repetitions (one with --quick): each trains three models; 3 would take make bench past 15 minutes.
+    for _ in range(min(2, ctx.reps(fast=False))):
         seconds, acc = product()
         a.append(seconds)
         acc_a.append(acc)
@@ -219,27 +220,22 @@ def _head_only_result(name: str, s: dict[str, Any]) -> Result:
                f"pretrained on digits 0-4 at 32 px, {HEAD_EPOCHS} epochs, batch {BATCH_SIZE}, eval split each epoch. "
                "A: the product's head phase (phase_seconds['head']: base outputs computed once and written to disk, "
                "head trained on them, with backups, epoch log and TensorBoard). B: Keras' transfer-learning recipe, "
-               "model.fit on the cached pixels. Goal: A at least 2x faster. At 32 px the base costs little per "
-               "image, so there is little to save; the gain grows with the image size."),
+               "model.fit on the cached pixels. Goal: A at least 2x faster. At small sizes the base costs "
+               "little per image, so there is little to save; the gain grows with the image size and the epochs."),
     )
 
 
-@row("finetune_head_only", "head-only fine-tune vs plain Keras model.fit at 32 px (the demo's size)", slow=True)
+@row("finetune_head_only", "head-only fine-tune vs plain Keras model.fit at 48 px (the demo's size)", slow=True)
 def finetune_head_only(ctx: Context) -> Result:
-    return _head_only_result("finetune_head_only", ctx.memo("head-only-32", lambda: _head_only_samples(ctx, 32)))
+    return _head_only_result("finetune_head_only", ctx.memo("head-only-48", lambda: _head_only_samples(ctx, 48)))
 
 
-@row("finetune_head_only_96px", "head-only fine-tune vs plain Keras model.fit at 96 px", slow=True)
-def finetune_head_only_96px(ctx: Context) -> Result:
-    return _head_only_result("finetune_head_only_96px", ctx.memo("head-only-96", lambda: _head_only_samples(ctx, 96)))
-
-
-@row("finetune_head_only_vs_limit", "head-only fine-tune vs one base forward pass plus head training, 96 px", slow=True)
+@row("finetune_head_only_vs_limit", "head-only fine-tune vs one base forward pass plus head training, 48 px", slow=True)
 def finetune_head_only_vs_limit(ctx: Context) -> Result:
-    s = ctx.memo("head-only-96", lambda: _head_only_samples(ctx, 96))
+    s = ctx.memo("head-only-48", lambda: _head_only_samples(ctx, 48))
     return Result(
         name="finetune_head_only_vs_limit",
-        compared="run_finetune head phase vs forward pass + head fit, 96 px (seconds)",
+        compared="run_finetune head phase vs forward pass + head fit, 48 px (seconds)",
         unit="s",
         goal=Goal("<=", 1.3),
         a=s["a"],
@@ -259,7 +255,7 @@ def finetune_peak_memory(ctx: Context) -> Result:
         runs[n] = [ctx.run_worker("finetune", {"examples": os.path.join(folder, "examples"),
                                                "transform": os.path.join(folder, "transform"),
                                                "out_dir": ctx.fresh_dir(f"finetune-memory-{n}")})
-                   for _ in range(ctx.reps(fast=False))]
+                   for _ in range(min(2, ctx.reps(fast=False)))]  # peak RSS varies little; time is short
     return Result(
         name="finetune_peak_memory",
         compared=f"finetune peak RSS: {BIG} (4N) vs {small} (N) images",
