@@ -173,7 +173,7 @@ def test_evaluate_component_logs_metrics_and_writes_everything(trained_model, pr
     report, evaluation = Markdown(uri=str(tmp_path / "report.md")), Artifact(uri=str(tmp_path / "evaluation.json"))
     out = kfp_components.evaluate(
         examples=Dataset(uri=preprocessed["examples"]), model=Model(uri=model_dir), min_accuracy=0.0,
-        registry_uri=reg_uri, model_name="digits", target_env="dev", champion_tolerance=0.0,
+        registry_uri=reg_uri, model_name="digits", target_env="dev", champion_tolerance=0.0, allow_label_change=False,
         metrics=metrics, confusion_matrix=matrix, report=report, evaluation=evaluation,
     )
     with open(evaluation.path) as f:
