@@ -1158,19 +1158,12 @@ class GcsRegistry(Registry):
         prefix = prefix.strip("/")
         super().__init__(f"gs://{bucket}/{prefix}" if prefix else f"gs://{bucket}")
         from google.api_core import exceptions as gexc  # noqa: PLC0415 - kept off the import path
-        from google.cloud import storage  # noqa: PLC0415
 
         self._gexc = gexc
         if client is None:
-            if os.environ.get("STORAGE_EMULATOR_HOST"):
-                from google.auth.credentials import AnonymousCredentials  # noqa: PLC0415
+            from components.storage import gcs_client  # noqa: PLC0415
 
-                client = storage.Client(
-                    project=os.environ.get("GOOGLE_CLOUD_PROJECT") or "emulator",
-                    credentials=AnonymousCredentials(),
-                )
-            else:
-                client = storage.Client()
+            client = gcs_client()
         self._client = client
         self._bucket = client.bucket(bucket)
         self.bucket_name = bucket

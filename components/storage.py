@@ -37,7 +37,7 @@ def gcs_client() -> Any:
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         from google.auth.credentials import AnonymousCredentials
 
-        return storage.Client(project="local-emulator", credentials=AnonymousCredentials())
+        return storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT") or "emulator", credentials=AnonymousCredentials())
     return storage.Client()
 
 
