@@ -31,7 +31,7 @@ def preprocess(req: dict[str, Any]) -> dict[str, Any]:
 
     settings = step.PreprocessSettings(
         image_size=req["image_size"], base_model=req["base_model"],
-        min_images_per_class=req.get("min_images_per_class", 5),
+        min_images_per_class=req.get("min_images_per_class", 5), beam_pipeline_args=tuple(req.get("beam_pipeline_args", ())),
     )
     out = req["out_dir"]
     start = time.perf_counter()
@@ -44,6 +44,7 @@ def preprocess(req: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mib": children.ru_maxrss / 1024.0,
         "num_images": stats["num_images"],
         "class_counts": stats["class_counts"],
+        "timing": stats["timing"],
     }
 
 
@@ -72,23 +73,51 @@ def preprocess_in_process(req: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - start, "import_seconds": import_seconds, "num_images": stats["num_images"]}
 
 
+def tf_data(req: dict[str, Any]) -> dict[str, Any]:
+    """What a user would otherwise run: a fresh Python that imports TensorFlow and decodes and
+    resizes ``req["files"]`` once with tf.data (both cores). ``seconds`` includes the import;
+    ``pass_seconds`` is the pass alone."""
+    start = time.perf_counter()
+    import tensorflow as tf
+
+    size = req["image_size"]
+
+    def load(path: Any) -> Any:
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        return tf.image.resize(image, [size, size], antialias=True)
+
+    pass_start = time.perf_counter()
+    n = 0
+    for batch in tf.data.Dataset.from_tensor_slices(req["files"]).map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(64):
+        n += int(batch.shape[0])
+    end = time.perf_counter()
+    return {"seconds": end - start, "pass_seconds": end - pass_start, "num_images": n}
+
+
 def direct_pipeline(req: dict[str, Any]) -> dict[str, Any]:
     """The four steps' functions called in this one process, as the KFP component bodies call them.
 
-    ``seconds`` includes this process's imports (the caller also times the whole process);
-    ``steps`` holds each step's seconds.
+    Parameters are the pipeline's defaults (``pipelines.pipeline.PARAMETERS``) updated with
+    ``req["params"]``, turned into each step's settings the way ``components.kfp_components``
+    does, so this side trains exactly what the kfp.local side trains. ``seconds`` includes this
+    process's imports (the caller also times the whole process); ``steps`` holds each step's seconds.
     """
     t0 = time.perf_counter()
-    from components import evaluate, finetune, preprocess, push
+    import dataclasses
+    import shlex
 
-    p = req["params"]
+    from components import evaluate, finetune, preprocess, push
+    from pipelines.pipeline import PARAMETERS
+
+    p = {name: spec[1] for name, spec in PARAMETERS.items()}
+    p.update(req["params"])
     work = req["out_dir"]
     steps: dict[str, float] = {"imports": time.perf_counter() - t0}
 
     t = time.perf_counter()
-    settings = preprocess.PreprocessSettings(
-        image_size=p["image_size"], base_model=p["base_model"], min_images_per_class=p.get("min_images_per_class", 5),
-    )
+    pre_fields = [f.name for f in dataclasses.fields(preprocess.PreprocessSettings) if f.name != "beam_pipeline_args"]
+    settings = preprocess.PreprocessSettings(**{k: p[k] for k in pre_fields},
+                                             beam_pipeline_args=tuple(shlex.split(p["beam_pipeline_args"])))
     champion = preprocess.find_champion(p["registry_uri"], p["model_name"], p["target_env"])
     examples, transform, stats_dir = (os.path.join(work, d) for d in ("examples", "transform", "statistics"))
     stats = preprocess.run_preprocess(p["data_uri"], examples, transform, settings, champion)
@@ -97,11 +126,8 @@ def direct_pipeline(req: dict[str, Any]) -> dict[str, Any]:
     steps["preprocess"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    ft = finetune.FinetuneSettings(
-        base_model=p["base_model"], base_weights=p["base_weights"], width_multiplier=p["width_multiplier"],
-        epochs=p["epochs"], batch_size=p["batch_size"], learning_rate=p["learning_rate"],
-        optimizer=p.get("optimizer", "adam"), dropout=p.get("dropout", 0.2), seed=p.get("seed", 0),
-    )
+    ft_fields = [f.name for f in dataclasses.fields(finetune.FinetuneSettings) if f.name in p]
+    ft = finetune.settings_from_parameters(**{k: p[k] for k in ft_fields})
     model_dir = os.path.join(work, "model")
     finetune.run_finetune(examples, transform, model_dir, ft)
     steps["finetune"] = time.perf_counter() - t
@@ -110,7 +136,8 @@ def direct_pipeline(req: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch:
         result = evaluate.run_evaluate(
             finetune.split_files(examples, "test"), os.path.join(model_dir, finetune.SERVING_DIR), p["min_accuracy"],
-            p["registry_uri"], p["model_name"], p["target_env"], 0.0, scratch,
+            p["registry_uri"], p["model_name"], p["target_env"], p["champion_tolerance"], scratch,
+            training=evaluate.read_training(model_dir), allow_label_change=p["allow_label_change"],
         )
     steps["evaluate"] = time.perf_counter() - t
 
@@ -152,7 +179,7 @@ def finetune(req: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-KINDS = {"finetune": finetune, "preprocess": preprocess, "preprocess-in-process": preprocess_in_process, "direct-pipeline": direct_pipeline, "kfp-pipeline": kfp_pipeline}
+KINDS = {"finetune": finetune, "preprocess": preprocess, "tf-data": tf_data, "preprocess-in-process": preprocess_in_process, "direct-pipeline": direct_pipeline, "kfp-pipeline": kfp_pipeline}
 
 
 def main(argv: list[str]) -> None:

@@ -41,7 +41,8 @@ import os
 import posixpath
 import shutil
 import tempfile
-from typing import Any, Iterable
+import time
+from typing import Any, Iterable, Iterator
 
 from components import base_models, images, sources, storage
 
@@ -51,6 +52,9 @@ LABEL_KEY = "label"
 LABEL_VOCABULARY = "label"
 # One JSON line per input file (see the module docstring).
 MANIFEST = "manifest.jsonl"
+# Files per Beam element: Beam costs tens of microseconds per element and stage, more than
+# inspecting a small image; 64 files make it negligible and still spread work over many workers.
+CHUNK_SIZE = 64
 # Size histogram buckets: the longer side of the image, in pixels.
 _SIZE_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 
@@ -73,7 +77,8 @@ class PreprocessSettings:
             a class folder, conflicting labels) that is skipped; more fails the step. In [0, 1].
         min_images_per_class: Fewest usable images a class may have (all splits together), >= 1.
         beam_pipeline_args: Apache Beam options, e.g. ``("--runner=DataflowRunner", ...)``;
-            empty means Beam's in-process runner.
+            empty means Beam's in-process runner, with one worker process per core from
+            ``LOCAL_PARALLEL_MIN_FILES`` files on (``local_parallelism``).
     """
 
     image_size: int = 224
@@ -266,19 +271,72 @@ def _resolve_duplicates(group: tuple[str, Iterable[dict[str, Any]]]) -> list[dic
     return rows
 
 
-def _to_example(item: tuple[str, str, bytes | None, str | None], drop: dict[str, bool], settings: PreprocessSettings) -> list[tuple[str, bytes, str]]:
-    uri, label, data, _ = item
-    if data is None or uri in drop:
-        return []
-    sha = hashlib.sha256(data).hexdigest()
-    split = assign_split(sha, settings.eval_fraction, settings.test_fraction, settings.split_salt)
-    return [(split, images.normalize_image(data), label)]
+def _item(x: "sources.Candidate | tuple[str, str, bytes | None, str | None]") -> tuple[str, str, bytes | None, str | None]:
+    """``(uri, label, bytes or None, reason or None)`` for a candidate file (read now) or a parsed record."""
+    return _read_candidate(x) if isinstance(x, sources.Candidate) else x
 
 
-def _serialize(item: tuple[str, bytes, str]) -> bytes:
+def _chunked(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _action(row: dict[str, Any]) -> str:
+    """What stage 2 does differently for this file: ``drop`` it, ``convert`` it, or nothing ("")."""
+    return "drop" if row["status"] != "ok" else "convert" if row.get("convert") else ""
+
+
+def _inspect_chunk(chunk: list[Any], settings: PreprocessSettings) -> Iterator[tuple[str, tuple[str, str]]]:
+    """Stage 1 for a chunk of files: each one's manifest line (JSON) and ``_action``, keyed by
+    its content hash. Lines travel as text: the shuffle then moves one string per file, and a
+    file without copies (the common case) is never parsed again."""
+    for x in chunk:
+        r = _inspect(_item(x), settings)
+        if r["status"] == "ok":
+            r["duplicate"] = False
+        yield r.get("sha256") or "uri:" + r["uri"], (json.dumps(r, sort_keys=True), _action(r))
+
+
+def _resolve_chunk(group: tuple[str, Iterable[tuple[str, str]]]) -> Iterator[Any]:
+    """The copies of one image (``_resolve_duplicates``) as manifest lines (JSON), and under the
+    tag ``actions`` what stage 2 must do differently for a file: ``(uri, "drop")`` or ``(uri,
+    "convert")``. Files written as they are (the common case) get no action, so that side input
+    stays small."""
+    import apache_beam as beam
+
+    key, copies = group
+    copies = list(copies)
+    if len(copies) == 1:
+        line, action = copies[0]
+        yield line
+        if action:
+            yield beam.pvalue.TaggedOutput("actions", (json.loads(line)["uri"], action))
+        return
+    for row in _resolve_duplicates((key, [json.loads(line) for line, _ in copies])):
+        yield json.dumps(row, sort_keys=True)
+        if action := _action(row):
+            yield beam.pvalue.TaggedOutput("actions", (row["uri"], action))
+
+
+def _examples_chunk(chunk: list[Any], actions: dict[str, str], settings: PreprocessSettings) -> Iterator[Any]:
+    """Stage 2 for a chunk of files: each usable image as a serialized ``tf.train.Example``,
+    tagged with its split, and its class name under the tag ``labels`` as TFT's analysis reads it
+    (a raw-data dict with an empty image: the vocabulary needs labels only)."""
+    import apache_beam as beam
+
+    for x in chunk:
+        uri, label, data, _ = _item(x)
+        action = actions.get(uri)
+        if data is None or action == "drop":
+            continue
+        sha = hashlib.sha256(data).hexdigest()
+        split = assign_split(sha, settings.eval_fraction, settings.test_fraction, settings.split_salt)
+        yield beam.pvalue.TaggedOutput(split, _serialize(images.normalize_image(data) if action == "convert" else data, label))
+        yield beam.pvalue.TaggedOutput("labels", {IMAGE_KEY: b"", LABEL_KEY: label.encode()})
+
+
+def _serialize(data: bytes, label: str) -> bytes:
     from tensorflow.core.example import example_pb2, feature_pb2
 
-    _, data, label = item
     feature = {
         IMAGE_KEY: feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[data])),
         LABEL_KEY: feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[label.encode()])),
@@ -442,18 +500,41 @@ def statistics_markdown(stats: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# From this many input files on, a local run uses one Beam worker process per core (at most 8).
+# Measured by ``make bench`` (preprocess_parallel_throughput) on 2 cores: two workers add ~10 s of
+# start-up (each imports TensorFlow and tf.Transform) and take ~0.2-0.4 ms off every image, so they
+# pay from roughly 25,000-50,000 images; fewer files run faster in one process.
+LOCAL_PARALLEL_MIN_FILES = 50_000
+
+
 def _default_runner(beam_pipeline_args: tuple[str, ...]) -> Any:
     """The runner when the arguments name none: Beam's in-process FnApiRunner.
 
     Why not ``DirectRunner``: since Beam 2.6x it first tries the Prism runner, which downloads a
     binary at run time (impossible on an air-gapped node), leaves its gRPC server behind when it
     falls back, and the step process then crashed at exit (signal 11) after finishing its work.
+    The FnApiRunner honours ``--direct_num_workers`` and ``--direct_running_mode``.
     """
     if any(a == "--runner" or a.startswith("--runner=") for a in beam_pipeline_args):
         return None
     from apache_beam.runners.portability.fn_api_runner import fn_runner
 
     return fn_runner.FnApiRunner()
+
+
+def local_parallelism(beam_pipeline_args: tuple[str, ...], num_files: int, cpu_count: int | None = None) -> tuple[str, ...]:
+    """``beam_pipeline_args``, plus one worker process per core for a large local run.
+
+    When no ``--runner`` and no ``--direct_num_workers`` is given, ``num_files`` is at least
+    ``LOCAL_PARALLEL_MIN_FILES`` and the machine has more than one core (``cpu_count``, default
+    ``os.cpu_count()``), appends ``--direct_num_workers=<cores, at most 8>
+    --direct_running_mode=multi_processing``. Otherwise returns the arguments unchanged.
+    """
+    given = {a.split("=", 1)[0] for a in beam_pipeline_args}
+    cores = min(8, cpu_count or os.cpu_count() or 1)
+    if "--runner" in given or "--direct_num_workers" in given or num_files < LOCAL_PARALLEL_MIN_FILES or cores < 2:
+        return tuple(beam_pipeline_args)
+    return (*beam_pipeline_args, f"--direct_num_workers={cores}", "--direct_running_mode=multi_processing")
 
 
 def run_preprocess(
@@ -540,19 +621,22 @@ def run_preprocess_in_process(
 
     Returns:
         The statistics (see ``summarize``), plus ``champion``: ``{"version", "alias", "labels":
-        compare_labels(...)}`` or None.
+        compare_labels(...)}`` or None, and ``timing``: ``{"imports_s", "pipeline_s"}`` (seconds
+        spent importing TensorFlow, Beam and tf.Transform, and on everything after).
 
     Raises:
         FileNotFoundError: ``data_uri`` is missing or holds no file.
         DataError: the bad-input policy (``check_statistics``). On any error both output folders
             are removed, so no half-written artifact is left behind.
     """
+    started = time.perf_counter()
     import apache_beam as beam
     import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
     from apache_beam.options.pipeline_options import PipelineOptions
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 
+    imported = time.perf_counter()
     inventory = sources.discover(data_uri)
     labels = set(inventory.declared_classes) | {c.label for c in inventory.candidates}
     if inventory.kind == "tfrecord":
@@ -566,47 +650,41 @@ def run_preprocess_in_process(
     metadata = dataset_metadata.DatasetMetadata.from_feature_spec(raw_feature_spec())
     manifest = posixpath.join(examples_dir, MANIFEST)
 
-    def read(p: Any, stage: str) -> Any:
+    def chunks(p: Any, stage: str) -> Any:
+        """The input as lists of up to ``CHUNK_SIZE`` files (or parsed records): one Beam element
+        per chunk keeps Beam's per-element cost off the per-image path."""
         if inventory.kind == "tfrecord":
             return (
                 p
                 | f"{stage}ListTFRecords" >> beam.Create(inventory.tfrecord_files)
                 | f"{stage}ReadTFRecords" >> beam.io.ReadAllFromTFRecord(with_filename=True)
                 | f"{stage}Parse" >> beam.Map(_read_tfrecord)
+                | f"{stage}Chunk" >> beam.BatchElements(min_batch_size=CHUNK_SIZE, max_batch_size=CHUNK_SIZE)
             )
-        return p | f"{stage}List" >> beam.Create(inventory.candidates) | f"{stage}Read" >> beam.Map(_read_candidate)
+        return p | f"{stage}Chunks" >> beam.Create(_chunked(inventory.candidates, CHUNK_SIZE))
 
     try:
         with tempfile.TemporaryDirectory(prefix="tft-") as tmp:
-            options = PipelineOptions(list(settings.beam_pipeline_args))
+            # TFRecord input counts as one file per record, unknown before reading: it runs in one process.
+            options = PipelineOptions(list(local_parallelism(settings.beam_pipeline_args, len(inventory.candidates))))
             with beam.Pipeline(runner=_default_runner(settings.beam_pipeline_args), options=options) as p, \
                     tft_beam.Context(temp_dir=tmp):
-                # Stage 1: inspect every file; only small records leave this stage.
+                # Stage 1: read and inspect every file; only small records leave this stage.
                 rows = (
-                    read(p, "Inspect")
-                    | "Inspect" >> beam.Map(_inspect, settings)
-                    | "KeyByContent" >> beam.Map(lambda r: (r.get("sha256") or "uri:" + r["uri"], r))
+                    chunks(p, "Inspect")
+                    | "Inspect" >> beam.FlatMap(_inspect_chunk, settings)
                     | "GroupCopies" >> beam.GroupByKey()
-                    | "ResolveDuplicates" >> beam.FlatMap(_resolve_duplicates)
+                    | "ResolveDuplicates" >> beam.FlatMap(_resolve_chunk).with_outputs("actions", main="manifest")
                 )
-                _ = (
-                    rows
-                    | "ToJson" >> beam.Map(json.dumps, sort_keys=True)
-                    | "WriteManifest" >> beam.io.WriteToText(manifest, shard_name_template="")
-                )
-                drop = rows | "Unusable" >> beam.Filter(lambda r: r["status"] != "ok") | "UnusableUri" >> beam.Map(lambda r: (r["uri"], True))
+                _ = rows.manifest | "WriteManifest" >> beam.io.WriteToText(manifest, shard_name_template="")
                 # Stage 2: read again and stream the usable images into their split's files.
-                examples = read(p, "Write") | "Normalize" >> beam.FlatMap(_to_example, beam.pvalue.AsDict(drop), settings)
-                by_split = examples | "Split" >> beam.Partition(lambda e, _: SPLITS.index(e[0]), len(SPLITS))
-                for split, part in zip(SPLITS, by_split):
-                    _ = (
-                        part
-                        | f"Serialize{split}" >> beam.Map(_serialize)
-                        | f"Write{split}" >> beam.io.WriteToTFRecord(posixpath.join(examples_dir, split, "part"), file_name_suffix=".tfrecord")
-                    )
+                examples = chunks(p, "Write") | "Examples" >> beam.FlatMap(
+                    _examples_chunk, beam.pvalue.AsDict(rows.actions), settings).with_outputs(*SPLITS, "labels")
+                for split in SPLITS:
+                    _ = examples[split] | f"Write{split}" >> beam.io.WriteToTFRecord(
+                        posixpath.join(examples_dir, split, "part"), file_name_suffix=".tfrecord")
                 # The vocabulary needs labels only: the analysis never decodes an image.
-                raw = examples | "LabelsOnly" >> beam.Map(lambda e: {IMAGE_KEY: b"", LABEL_KEY: e[2].encode()})
-                transform_fn = (raw, metadata) | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
+                transform_fn = (examples["labels"], metadata) | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
                 _ = transform_fn | "WriteTransform" >> tft_beam.WriteTransformFn(transform_dir)
         # WriteTransformFn does not record the raw schema; TFTransformOutput.raw_feature_spec()
         # (what users and the training input pipeline parse examples with) reads it from here.
@@ -618,6 +696,9 @@ def run_preprocess_in_process(
         stats["champion"] = champion and {
             "version": champion["version"], "alias": champion["alias"], "labels": compare_labels(stats["classes"], champion["labels"])
         }
+        # Where the step's time went, in seconds: imports (TensorFlow, Beam, tf.Transform) and the
+        # rest (listing, the Beam pipeline with TFT's analysis, statistics).
+        stats["timing"] = {"imports_s": round(imported - started, 2), "pipeline_s": round(time.perf_counter() - imported, 2)}
         check_statistics(stats, settings.max_bad_fraction, settings.min_images_per_class)
     except BaseException:
         for d in (examples_dir, transform_dir):

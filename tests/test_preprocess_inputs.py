@@ -265,3 +265,57 @@ def test_tfrecord_input(tmp_path):
     assert stats["skipped"][0]["uri"].startswith(str(tmp_path / "data" / "part-0.tfrecord") + "[sha256=")
     examples = _read_examples(str(tmp_path / "ex"))
     assert sum(len(v) for v in examples.values()) == 14
+
+
+def test_local_parallelism_adds_workers_only_for_large_local_runs():
+    big = pre.LOCAL_PARALLEL_MIN_FILES
+    assert pre.local_parallelism((), big, cpu_count=2) == ("--direct_num_workers=2", "--direct_running_mode=multi_processing")
+    assert pre.local_parallelism((), big, cpu_count=64)[0] == "--direct_num_workers=8"
+    assert pre.local_parallelism((), big - 1, cpu_count=2) == ()
+    assert pre.local_parallelism((), big, cpu_count=1) == ()
+    assert pre.local_parallelism(("--runner=DataflowRunner",), big, cpu_count=4) == ("--runner=DataflowRunner",)
+    assert pre.local_parallelism(("--direct_num_workers=3",), big, cpu_count=4) == ("--direct_num_workers=3",)
+
+
+@pytest.fixture(scope="module")
+def across_chunks(tmp_path_factory):
+    """More files than one Beam element holds (``CHUNK_SIZE``), with copies, a conflict and a
+    file that needs converting in different chunks."""
+    data = tmp_path_factory.mktemp("chunks") / "data"
+    n = pre.CHUNK_SIZE + 10  # per class: files of each class span two chunks
+    for label in ("a", "b"):
+        (data / label).mkdir(parents=True)
+        for i in range(n):
+            (data / label / f"{i:03d}.png").write_bytes(_image_bytes(i + (0 if label == "a" else 1000)))
+    (data / "b" / "999-copy-of-a000.png").write_bytes((data / "a" / "000.png").read_bytes())  # conflict, chunks 1 and 4
+    (data / "a" / "999-copy.png").write_bytes((data / "a" / "001.png").read_bytes())  # duplicate, chunks 1 and 2
+    (data / "b" / "998-phone.jpg").write_bytes(_rotated_jpeg())  # converted, last chunk
+    return data
+
+
+@pytest.mark.parametrize("beam_args", [(), ("--direct_num_workers=2", "--direct_running_mode=multi_processing")],
+                         ids=["one-worker", "two-workers"])
+def test_copies_and_conversions_are_found_across_chunks_and_workers(across_chunks, tmp_path, beam_args):
+    n = pre.CHUNK_SIZE + 10
+    stats = pre.run_preprocess(str(across_chunks), str(tmp_path / "ex"), str(tmp_path / "tf"),
+                               pre.PreprocessSettings(image_size=32, max_bad_fraction=0.05, beam_pipeline_args=beam_args))
+    assert stats["num_files"] == 2 * n + 3
+    assert stats["conflicts"] == 2 and stats["duplicates"] == 1 and stats["converted"] == 1
+    # Both copies of the conflicting image are excluded; the duplicate and the photo are kept.
+    assert stats["num_images"] == 2 * n - 1 + 1 + 1
+    with open(tmp_path / "ex" / pre.MANIFEST) as f:
+        rows = {os.path.relpath(r["uri"], across_chunks): r for r in map(json.loads, f)}
+    assert len(rows) == stats["num_files"]
+    assert rows["a/000.png"]["status"] == rows["b/999-copy-of-a000.png"]["status"] == "conflict"
+    assert rows["a/999-copy.png"]["duplicate"] is True and rows["a/001.png"]["duplicate"] is False
+    assert rows["a/999-copy.png"]["split"] == rows["a/001.png"]["split"]
+    examples = _read_examples(str(tmp_path / "ex"))
+    written = sorted((split, label, hashlib.sha256(data).hexdigest()) for split, pairs in examples.items() for data, label in pairs)
+    expected = sorted((r["split"], r["label"], r["sha256"]) for r in rows.values()
+                      if r["status"] == "ok" and not r["uri"].endswith("phone.jpg"))
+    # The photo is re-encoded upright (as PNG); every other usable file is written once, in its
+    # split, exactly as it is.
+    photo = [img for pairs in examples.values() for img, label in pairs if Image.open(io.BytesIO(img)).size == (10, 30)]
+    assert len(photo) == 1 and Image.open(io.BytesIO(photo[0])).format == "PNG"
+    assert [w for w in written if w[2] != hashlib.sha256(photo[0]).hexdigest()] == expected
+    assert set(stats["timing"]) == {"imports_s", "pipeline_s"} and stats["timing"]["pipeline_s"] > 0
