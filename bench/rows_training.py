@@ -183,13 +183,13 @@ def _head_only_samples(ctx: Context, size: int) -> dict[str, Any]:
         keras.utils.set_random_seed(SEED)
         base = finetune.load_base_model(settings, size, ctx.fresh_dir("weights"))
         model = finetune.build_classifier(base, num_classes, settings)
-        extractor = keras.Model(model.input, model.get_layer("head_pool").output)
+        forward = finetune.feature_function(model)  # one trace for every batch size
         head = finetune.head_model(model)
         head.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         start = time.perf_counter()
         feats = {}
         for name, files in (("train", train), ("eval", eval_files)):
-            batches = [(extractor.predict_on_batch(x), y.numpy()) for x, y in finetune.make_dataset(files, tft_output, 256)]
+            batches = [(forward(x).numpy(), y.numpy()) for x, y in finetune.make_dataset(files, tft_output, 256)]
             feats[name] = (np.concatenate([f for f, _ in batches]), np.concatenate([y for _, y in batches]))
         head.fit(*feats["train"], validation_data=feats["eval"], batch_size=BATCH_SIZE, epochs=HEAD_EPOCHS, verbose=0)
         return time.perf_counter() - start

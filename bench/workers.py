@@ -116,7 +116,7 @@ def direct_pipeline(req: dict[str, Any]) -> dict[str, Any]:
 
     t = time.perf_counter()
     pre_fields = [f.name for f in dataclasses.fields(preprocess.PreprocessSettings) if f.name != "beam_pipeline_args"]
-    settings = preprocess.PreprocessSettings(**{k: p[k] for k in pre_fields},
+    settings = preprocess.PreprocessSettings(**{k: p[k] for k in pre_fields if k in p},
                                              beam_pipeline_args=tuple(shlex.split(p["beam_pipeline_args"])))
     champion = preprocess.find_champion(p["registry_uri"], p["model_name"], p["target_env"])
     examples, transform, stats_dir = (os.path.join(work, d) for d in ("examples", "transform", "statistics"))

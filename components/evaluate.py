@@ -398,6 +398,7 @@ def diagnose_fit(
     num_classes: int | None = None,
     gap_threshold: float = 0.10,
     loss_rise: float = 0.10,
+    min_loss_increase: float = 0.05,
     poor_accuracy: float = 0.70,
     chance_margin: float = 0.10,
 ) -> dict[str, Any]:
@@ -413,8 +414,10 @@ def diagnose_fit(
       eval accuracy (when there is one). Poor means below ``poor_accuracy``, or less than
       ``chance_margin`` above chance ``1 / num_classes``.
     * ``overfit``: the final train accuracy exceeds the eval accuracy by more than
-      ``gap_threshold``, or the eval loss ended more than ``loss_rise`` (relative) above its
-      minimum while the train loss kept falling after that epoch.
+      ``gap_threshold``, or the eval loss ended more than ``loss_rise`` (relative) and more than
+      ``min_loss_increase`` (absolute) above its minimum while the train loss kept falling after
+      that epoch. The absolute bar keeps a well-fit model (eval loss 0.10 -> 0.12, +20 %) from
+      being called overfit for noise.
     * ``ok``: neither. Without eval curves (no eval split) overfitting cannot be judged, and the
       reason says so.
 
@@ -426,6 +429,8 @@ def diagnose_fit(
         gap_threshold: Train-minus-eval accuracy above which the model overfits. Default 0.10.
         loss_rise: Relative rise of the final eval loss above its minimum that counts as "clearly
             above" it. Default 0.10 (10 %).
+        min_loss_increase: Smallest absolute rise of the eval loss, in nats, that counts.
+            Default 0.05.
         poor_accuracy: Accuracy below which a curve counts as poor. Default 0.70.
         chance_margin: A curve less than this far above chance counts as poor. Default 0.10.
 
@@ -449,7 +454,8 @@ def diagnose_fit(
         raise ValueError(f"training curves differ in length: {lengths}")
     if num_classes is not None and num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    for name, value in (("gap_threshold", gap_threshold), ("loss_rise", loss_rise), ("poor_accuracy", poor_accuracy), ("chance_margin", chance_margin)):
+    for name, value in (("gap_threshold", gap_threshold), ("loss_rise", loss_rise), ("min_loss_increase", min_loss_increase),
+                        ("poor_accuracy", poor_accuracy), ("chance_margin", chance_margin)):
         if value < 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
 
@@ -483,18 +489,20 @@ def diagnose_fit(
             OVERFIT_REMEDIES,
         )
     best = min(range(len(val_loss)), key=val_loss.__getitem__)
-    if val_loss[-1] > val_loss[best] * (1.0 + loss_rise) and loss[-1] < loss[best]:
+    rise = val_loss[-1] - val_loss[best]
+    if rise > val_loss[best] * loss_rise and rise > min_loss_increase and loss[-1] < loss[best]:
         return result(
             "overfit",
             f"eval loss rose from its minimum {val_loss[best]:.3f} (epoch {best + 1}) to {val_loss[-1]:.3f} "
-            f"(+{val_loss[-1] / val_loss[best] - 1:.0%}, > {loss_rise:.0%}) while train loss kept falling "
+            f"(+{val_loss[-1] / val_loss[best] - 1:.0%}, > {loss_rise:.0%} and > {min_loss_increase:g}) while train loss kept falling "
             f"({loss[best]:.3f} -> {loss[-1]:.3f})",
             OVERFIT_REMEDIES,
         )
     return result(
         "ok",
         f"final train accuracy {train_acc:.3f}, eval accuracy {eval_acc:.3f} (gap {gap:+.3f}, at most {gap_threshold:.2f}); "
-        f"eval loss {val_loss[-1]:.3f} within {loss_rise:.0%} of its minimum {val_loss[best]:.3f} or train loss not falling",
+        f"eval loss {val_loss[-1]:.3f} within {loss_rise:.0%} or {min_loss_increase:g} of its minimum {val_loss[best]:.3f}, "
+        f"or train loss not falling",
     )
 
 

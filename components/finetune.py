@@ -31,6 +31,7 @@ Output folder (the KFP ``Model`` artifact):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import glob
@@ -40,7 +41,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from components import base_models, storage
 from components.preprocess import IMAGE_KEY, LABEL_KEY, vocabulary
@@ -770,8 +771,21 @@ def training_markdown(summary: dict[str, Any]) -> str:
 # The step
 
 
-def _extract_features(model: Any, examples: Any, count: int, path: str, batch_size: int) -> tuple[Any, Any]:
-    """Pooled base outputs and labels of ``examples``, in one pass.
+def feature_function(model: Any) -> Any:
+    """The base's pooled output (``head_pool``) of ``model`` as one ``tf.function`` traced once
+    for any batch size: input float32 ``[batch, size, size, 3]`` (scaled pixels), output float32
+    ``[batch, channels]``, inference mode. Keras' ``predict_on_batch`` traces again for every new
+    batch size (the last, smaller batch and the eval split), about a second each on a CPU."""
+    import keras
+    import tensorflow as tf
+
+    extractor = keras.Model(model.input, model.get_layer("head_pool").output)
+    spec = tf.TensorSpec([None, *extractor.input_shape[1:]], tf.float32)
+    return tf.function(lambda images: tf.cast(extractor(images, training=False), tf.float32), input_signature=[spec])
+
+
+def _extract_features(forward: Any, examples: Any, count: int, path: str, batch_size: int) -> tuple[Any, Any]:
+    """Pooled base outputs (``forward``, see ``feature_function``) and labels of ``examples``, in one pass.
 
     The features go to a ``.npy`` file written as they are computed (memory-mapped: a dataset
     larger than memory streams through), the labels to ``<path>.labels.npy``. Complete files
@@ -780,22 +794,19 @@ def _extract_features(model: Any, examples: Any, count: int, path: str, batch_si
     Returns:
         ``(features float32 [count, channels] (memory map), labels int64 [count])``.
     """
-    import keras
     import numpy as np
 
     labels_path = path[: -len(".npy")] + ".labels.npy"
     if os.path.exists(path) and os.path.exists(labels_path):
         return np.load(path, mmap_mode="r"), np.load(labels_path)
-    extractor = keras.Model(model.input, model.get_layer("head_pool").output)
-    dim = extractor.output.shape[-1]
+    dim = forward.get_concrete_function().structured_outputs.shape[-1]
     tmp = path + ".partial.npy"
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(count, dim))
     labels = np.zeros(count, dtype=np.int64)
     row = 0
     for images, batch_labels in examples.batch(batch_size):
         n = int(images.shape[0])
-        # predict_on_batch runs the compiled graph: eager calls would be several times slower.
-        out[row:row + n] = extractor.predict_on_batch(images)
+        out[row:row + n] = forward(images).numpy()
         labels[row:row + n] = batch_labels.numpy()
         row += n
     if row != count:
@@ -806,6 +817,22 @@ def _extract_features(model: Any, examples: Any, count: int, path: str, batch_si
     os.replace(labels_path + ".partial.npy", labels_path)
     os.replace(tmp, path)
     return np.load(path, mmap_mode="r"), labels
+
+
+@contextlib.contextmanager
+def _output_folders(*paths: str) -> Iterator[None]:
+    """Creates ``paths``; if the block fails, removes those it created that still hold no file
+    (a backup or cached features from a started run are kept for the restart)."""
+    created = [p for p in paths if not os.path.exists(p)]
+    for p in paths:
+        os.makedirs(p, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for p in reversed(created):
+            if os.path.isdir(p) and not any(files for _, _, files in os.walk(p)):
+                shutil.rmtree(p, ignore_errors=True)
+        raise
 
 
 def run_finetune(examples_dir: str, transform_dir: str, model_dir: str, settings: FinetuneSettings) -> dict[str, Any]:
@@ -855,9 +882,7 @@ def run_finetune(examples_dir: str, transform_dir: str, model_dir: str, settings
     steps = math.ceil(num_train / global_batch)
     class_weight = balanced_class_weights(label_counts(train_files, tft_output, len(labels))) if settings.class_weight == "balanced" else None
 
-    os.makedirs(model_dir, exist_ok=True)
     checkpoint_dir = settings.checkpoint_dir or os.path.join(model_dir, CHECKPOINT_DIR)
-    os.makedirs(checkpoint_dir, exist_ok=True)
     tensorboard_dir = os.path.join(model_dir, "tensorboard")
     cache = (num_train + num_eval) * image_size * image_size * 3 * 4 < _MEMORY_CACHE_LIMIT_BYTES
     # No shuffling here: epoch_ordered shuffles per epoch, deterministically (exact resumes), and
@@ -877,87 +902,91 @@ def run_finetune(examples_dir: str, transform_dir: str, model_dir: str, settings
         model = build_classifier(base, len(labels), settings)
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing)
 
-    fast = settings.fast_path and not settings.augmentation and settings.epochs > 0
-    phase_seconds: dict[str, float] = {}
-    unfrozen: list[str] = []
-    head_done = os.path.join(checkpoint_dir, "head.weights.h5")
-    if settings.epochs > 0 and os.path.exists(head_done):
-        print(f"head phase: already complete, loading {head_done}", flush=True)
-        model.load_weights(head_done)
-    elif settings.epochs > 0:
-        t0 = time.perf_counter()
-        lr = make_schedule(settings, settings.learning_rate, settings.epochs, steps)
-        if fast:
-            # The frozen base in inference mode is a fixed function: compute it once.
-            train_x, train_y = _extract_features(model, train_examples, num_train, os.path.join(checkpoint_dir, "train_features.npy"), 256)
-            eval_feats = None
-            if num_eval:
-                eval_x, eval_y = _extract_features(model, eval_examples, num_eval, os.path.join(checkpoint_dir, "eval_features.npy"), 256)
-                eval_feats = tf.data.Dataset.from_tensor_slices((np.asarray(eval_x), eval_y)).batch(global_batch).map(one_hot)
-            feats = tf.data.Dataset.from_tensor_slices((np.asarray(train_x), train_y))
+    # Created only now that the settings, data and weights have been accepted: a run refused
+    # for bad input leaves no empty output or checkpoint folder behind.
+    with _output_folders(model_dir, checkpoint_dir):
+        fast = settings.fast_path and not settings.augmentation and settings.epochs > 0
+        phase_seconds: dict[str, float] = {}
+        unfrozen: list[str] = []
+        head_done = os.path.join(checkpoint_dir, "head.weights.h5")
+        if settings.epochs > 0 and os.path.exists(head_done):
+            print(f"head phase: already complete, loading {head_done}", flush=True)
+            model.load_weights(head_done)
+        elif settings.epochs > 0:
+            t0 = time.perf_counter()
+            lr = make_schedule(settings, settings.learning_rate, settings.epochs, steps)
+            if fast:
+                # The frozen base in inference mode is a fixed function: compute it once.
+                forward = feature_function(model)
+                train_x, train_y = _extract_features(forward, train_examples, num_train, os.path.join(checkpoint_dir, "train_features.npy"), 256)
+                eval_feats = None
+                if num_eval:
+                    eval_x, eval_y = _extract_features(forward, eval_examples, num_eval, os.path.join(checkpoint_dir, "eval_features.npy"), 256)
+                    eval_feats = tf.data.Dataset.from_tensor_slices((np.asarray(eval_x), eval_y)).batch(global_batch).map(one_hot)
+                feats = tf.data.Dataset.from_tensor_slices((np.asarray(train_x), train_y))
+                with strategy.scope():
+                    head = head_model(model)
+                    head.compile(optimizer=make_optimizer(settings, lr), loss=loss, metrics=["accuracy"], jit_compile=settings.xla)
+                _fit_phase(
+                    head, lambda first: epoch_ordered(feats, global_batch, settings.seed, first, settings.epochs, True).map(one_hot),
+                    eval_feats, "head", settings.epochs, steps, num_train, checkpoint_dir, settings, class_weight, tensorboard_dir,
+                )
+            else:
+                with strategy.scope():
+                    model.compile(optimizer=make_optimizer(settings, lr), loss=loss, metrics=["accuracy"], jit_compile=settings.xla)
+                _fit_phase(
+                    model, lambda first: epoch_ordered(train_examples, global_batch, settings.seed, first, settings.epochs, True).map(one_hot),
+                    eval_batches.map(one_hot) if eval_batches is not None else None,
+                    "head", settings.epochs, steps, num_train, checkpoint_dir, settings, class_weight, tensorboard_dir,
+                )
+            model.save_weights(head_done + ".partial.weights.h5")
+            os.replace(head_done + ".partial.weights.h5", head_done)
+            phase_seconds["head"] = round(time.perf_counter() - t0, 2)
+
+        if settings.fine_tune_epochs > 0:
+            t0 = time.perf_counter()
             with strategy.scope():
-                head = head_model(model)
-                head.compile(optimizer=make_optimizer(settings, lr), loss=loss, metrics=["accuracy"], jit_compile=settings.xla)
-            _fit_phase(
-                head, lambda first: epoch_ordered(feats, global_batch, settings.seed, first, settings.epochs, True).map(one_hot),
-                eval_feats, "head", settings.epochs, steps, num_train, checkpoint_dir, settings, class_weight, tensorboard_dir,
-            )
-        else:
-            with strategy.scope():
+                unfrozen = set_trainable(base, settings.unfreeze, keep_batchnorm_frozen=is_pretrained(settings))
+                # A changed `trainable` only takes effect when the model is compiled again.
+                lr = make_schedule(settings, settings.fine_tune_learning_rate, settings.fine_tune_epochs, steps)
                 model.compile(optimizer=make_optimizer(settings, lr), loss=loss, metrics=["accuracy"], jit_compile=settings.xla)
+            bn = "BatchNormalization frozen" if is_pretrained(settings) else "BatchNormalization trained (no pretrained statistics)"
+            print(f"fine-tune phase: {len(unfrozen)} base layers unfrozen ({settings.unfreeze}), {bn}", flush=True)
             _fit_phase(
-                model, lambda first: epoch_ordered(train_examples, global_batch, settings.seed, first, settings.epochs, True).map(one_hot),
+                model, lambda first: epoch_ordered(train_examples, global_batch, settings.seed + 1, first, settings.fine_tune_epochs, True).map(one_hot),
                 eval_batches.map(one_hot) if eval_batches is not None else None,
-                "head", settings.epochs, steps, num_train, checkpoint_dir, settings, class_weight, tensorboard_dir,
+                "fine_tune", settings.fine_tune_epochs, steps, num_train, checkpoint_dir, settings, class_weight, tensorboard_dir,
             )
-        model.save_weights(head_done + ".partial.weights.h5")
-        os.replace(head_done + ".partial.weights.h5", head_done)
-        phase_seconds["head"] = round(time.perf_counter() - t0, 2)
+            phase_seconds["fine_tune"] = round(time.perf_counter() - t0, 2)
 
-    if settings.fine_tune_epochs > 0:
-        t0 = time.perf_counter()
-        with strategy.scope():
-            unfrozen = set_trainable(base, settings.unfreeze, keep_batchnorm_frozen=is_pretrained(settings))
-            # A changed `trainable` only takes effect when the model is compiled again.
-            lr = make_schedule(settings, settings.fine_tune_learning_rate, settings.fine_tune_epochs, steps)
-            model.compile(optimizer=make_optimizer(settings, lr), loss=loss, metrics=["accuracy"], jit_compile=settings.xla)
-        bn = "BatchNormalization frozen" if is_pretrained(settings) else "BatchNormalization trained (no pretrained statistics)"
-        print(f"fine-tune phase: {len(unfrozen)} base layers unfrozen ({settings.unfreeze}), {bn}", flush=True)
-        _fit_phase(
-            model, lambda first: epoch_ordered(train_examples, global_batch, settings.seed + 1, first, settings.fine_tune_epochs, True).map(one_hot),
-            eval_batches.map(one_hot) if eval_batches is not None else None,
-            "fine_tune", settings.fine_tune_epochs, steps, num_train, checkpoint_dir, settings, class_weight, tensorboard_dir,
-        )
-        phase_seconds["fine_tune"] = round(time.perf_counter() - t0, 2)
-
-    model.save(os.path.join(model_dir, KERAS_FILE))
-    export_serving(model, tft_output, labels, os.path.join(model_dir, SERVING_DIR))
-    rows = _read_history(os.path.join(checkpoint_dir, "history.jsonl"))
-    history: dict[str, list[float]] = {}
-    for r in rows:
-        for k, v in r.items():
-            if k not in ("phase", "epoch"):
-                history.setdefault(k, []).append(v)
-    summary = {
-        "settings": dataclasses.asdict(settings),
-        "labels": labels,
-        "image_size": image_size,
-        "history": history,
-        "epochs": rows,
-        "train_examples": num_train,
-        "eval_examples": num_eval,
-        "class_weight": class_weight,
-        "fast_path": fast,
-        "unfrozen_layers": len(unfrozen),
-        "devices": devices,
-        "phase_seconds": phase_seconds,
-        "seconds": round(time.perf_counter() - start, 2),
-    }
-    with open(os.path.join(model_dir, TRAINING_FILE), "w") as f:
-        json.dump(summary, f, indent=2)
-    with open(os.path.join(model_dir, REPORT_FILE), "w") as f:
-        f.write(training_markdown(summary))
-    # The step is complete: backups and cached features are not part of the model artifact.
-    if not settings.checkpoint_dir:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    return summary
+        model.save(os.path.join(model_dir, KERAS_FILE))
+        export_serving(model, tft_output, labels, os.path.join(model_dir, SERVING_DIR))
+        rows = _read_history(os.path.join(checkpoint_dir, "history.jsonl"))
+        history: dict[str, list[float]] = {}
+        for r in rows:
+            for k, v in r.items():
+                if k not in ("phase", "epoch"):
+                    history.setdefault(k, []).append(v)
+        summary = {
+            "settings": dataclasses.asdict(settings),
+            "labels": labels,
+            "image_size": image_size,
+            "history": history,
+            "epochs": rows,
+            "train_examples": num_train,
+            "eval_examples": num_eval,
+            "class_weight": class_weight,
+            "fast_path": fast,
+            "unfrozen_layers": len(unfrozen),
+            "devices": devices,
+            "phase_seconds": phase_seconds,
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+        with open(os.path.join(model_dir, TRAINING_FILE), "w") as f:
+            json.dump(summary, f, indent=2)
+        with open(os.path.join(model_dir, REPORT_FILE), "w") as f:
+            f.write(training_markdown(summary))
+        # The step is complete: backups and cached features are not part of the model artifact.
+        if not settings.checkpoint_dir:
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        return summary

@@ -136,8 +136,14 @@ def _format_aliases(aliases: dict[str, int]) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    """``models list``: JSON ``{"registry_uri", "models": [{"model", "versions", "aliases"}]}``."""
+    """``models list``: JSON ``{"registry_uri", "models": [{"model", "versions", "aliases"}]}``.
+
+    A local registry folder that does not exist is an error (most often a mistyped path); an
+    existing, empty one lists no models.
+    """
     registry = reg.open_registry(args.registry_uri)
+    if isinstance(registry, reg.LocalRegistry) and not os.path.isdir(registry.root):
+        raise reg.RegistryError(f"no registry at {registry.root}: the folder does not exist (the first push creates it)")
     models = [
         {"model": m, "versions": registry.list_versions(m), "aliases": registry.list_aliases(m)}
         for m in registry.list_models()

@@ -31,12 +31,18 @@ def _h(acc, val_acc, loss=None, val_loss=None):
             _h([0.90, 0.92, 0.93], [0.88, 0.88, 0.87], loss=[0.5, 0.3, 0.2], val_loss=[0.4, 0.3, 0.45]),
             {},
             "overfit",
-            "eval loss rose from its minimum 0.300 (epoch 2) to 0.450 (+50%, > 10%) while train loss kept falling (0.300 -> 0.200)",
+            "eval loss rose from its minimum 0.300 (epoch 2) to 0.450 (+50%, > 10% and > 0.05) while train loss kept falling (0.300 -> 0.200)",
         ),
         # Eval loss rose, but so did train loss (a too-high learning rate, not overfitting).
         (_h([0.90, 0.92, 0.93], [0.88, 0.88, 0.87], loss=[0.5, 0.3, 0.35], val_loss=[0.4, 0.3, 0.45]), {}, "ok", "eval loss 0.450"),
         # A rise under the relative threshold is noise.
         (_h([0.90, 0.92, 0.93], [0.88, 0.88, 0.87], loss=[0.5, 0.3, 0.2], val_loss=[0.4, 0.30, 0.32]), {}, "ok", "within 10%"),
+        # Regression (the demo was called overfit): +25 % relative but only +0.03 nats absolute,
+        # with eval accuracy at 0.95, is noise.
+        (_h([0.96, 0.98, 0.99], [0.94, 0.95, 0.95], loss=[0.3, 0.1, 0.05], val_loss=[0.2, 0.12, 0.15]), {}, "ok", "within 10% or 0.05"),
+        # ... and the absolute bar is an argument.
+        (_h([0.96, 0.98, 0.99], [0.94, 0.95, 0.95], loss=[0.3, 0.1, 0.05], val_loss=[0.2, 0.12, 0.15]),
+         {"min_loss_increase": 0.01}, "overfit", "to 0.150 (+25%, > 10% and > 0.01)"),
         # Both poor: underfit, even though the gap is also large.
         (_h([0.40, 0.50, 0.55], [0.30, 0.35, 0.40]), {}, "underfit", "final train accuracy 0.550 and eval accuracy 0.400 are both below 0.70"),
         # Train poor but eval fine (dropout makes training accuracy look low): not underfit.

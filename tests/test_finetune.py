@@ -44,6 +44,20 @@ def test_weights_file_that_does_not_fit_names_file_and_model(tmp_path):
         ft.load_base_model(settings, 32, str(tmp_path))
 
 
+def test_refused_weights_leave_no_output_or_checkpoint_folder(preprocessed, tmp_path):
+    # Regression: a run refused for its weights left an empty model folder with an empty
+    # checkpoint folder inside.
+    from components.base_models import build_base_model
+
+    path = str(tmp_path / "alpha-0.5.weights.h5")
+    build_base_model("mobilenet_v2", 32, None, 0.5).save_weights(path)
+    model_dir = tmp_path / "model"
+    settings = ft.FinetuneSettings(base_model="mobilenet_v2", base_weights=path, width_multiplier=0.35, epochs=1)
+    with pytest.raises(ValueError, match="does not fit layer 'block_1_project'"):
+        ft.run_finetune(preprocessed["examples"], preprocessed["transform"], str(model_dir), settings)
+    assert not model_dir.exists()
+
+
 def test_missing_weights_file_is_named(tmp_path):
     settings = ft.FinetuneSettings(base_weights=str(tmp_path / "nope.weights.h5"))
     with pytest.raises(FileNotFoundError, match="nope.weights.h5"):

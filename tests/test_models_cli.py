@@ -75,8 +75,16 @@ def test_list_text(populated, capsys):
 
 
 def test_list_empty_registry(tmp_path, capsys):
-    assert run(["models", "list", "--registry-uri", str(tmp_path / "none")]) == 0
-    assert capsys.readouterr().out == f"no models in {tmp_path / 'none'}\n"
+    assert run(["models", "list", "--registry-uri", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == f"no models in {tmp_path}\n"
+
+
+def test_list_missing_registry_folder_is_an_error(tmp_path, capsys):
+    # Regression: a mistyped path used to print "no models" and exit 0.
+    assert run(["models", "list", "--registry-uri", str(tmp_path / "regsitry")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"error: no registry at {tmp_path / 'regsitry'}: the folder does not exist (the first push creates it)\n"
 
 
 def test_describe_alias_json(populated, capsys):
