@@ -41,6 +41,7 @@ import os
 import shutil
 import tempfile
 import time
+import zipfile
 from typing import Any, Iterator
 
 from components import base_models, storage
@@ -151,7 +152,9 @@ class FinetuneSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        base_models.get_spec(self.base_model)
+        spec = base_models.get_spec(self.base_model)
+        if self.width_multiplier != 1.0 and not spec.has_width_multiplier:
+            raise ValueError(f"width_multiplier {self.width_multiplier} is only supported by MobileNet base models, not {self.base_model!r}")
         if not self.base_weights:
             raise ValueError("base_weights must be 'imagenet', 'none', or a path / gs:// URI of a weights file")
         for name, allowed in (
@@ -394,7 +397,11 @@ def check_weights_file(model: Any, path: str, source: str) -> None:
     """
     import h5py
 
-    with h5py.File(path, "r") as f:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise ValueError(f"base_weights file {source!r} is not a Keras .weights.h5 file (HDF5): {e}") from None
+    with f:
         if "layers" not in f:
             raise ValueError(f"weights file {source!r} is not a Keras 3 .weights.h5 file (no 'layers' group)")
         stored = f["layers"]
@@ -419,8 +426,9 @@ def load_base_model(settings: FinetuneSettings, image_size: int, scratch_dir: st
 
     Raises:
         FileNotFoundError: the weights file does not exist.
-        ValueError: the weights do not fit the architecture (names the layer and both shapes),
-            or a ``.keras`` model holds no layer with the base model's name.
+        ValueError: the file is not a weights file or model (names it), the weights do not fit
+            the architecture (names the layer and both shapes), or a ``.keras`` model holds no
+            layer with the base model's name.
     """
     source = settings.base_weights
     if source.lower() in ("imagenet", "none"):
@@ -430,7 +438,12 @@ def load_base_model(settings: FinetuneSettings, image_size: int, scratch_dir: st
     path = storage.fetch_to_local(source, scratch_dir)
     base = base_models.build_base_model(settings.base_model, image_size, None, settings.width_multiplier)
     if path.endswith(".keras"):
-        _load_from_keras_model(base, path, source)
+        try:
+            _load_from_keras_model(base, path, source)
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            if str(e).startswith(f"model file {source!r}"):
+                raise
+            raise ValueError(f"base_weights file {source!r} is not a saved Keras model (.keras): {e}") from None
         return base
     check_weights_file(base, path, source)
     base.load_weights(path)

@@ -51,6 +51,8 @@ def inspect_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str
     """
     from PIL import Image, UnidentifiedImageError
 
+    if not data:
+        return {"ok": False, "reason": "empty file (0 bytes)"}
     try:
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size

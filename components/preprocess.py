@@ -348,6 +348,11 @@ def _serialize(data: bytes, label: str) -> bytes:
 # Statistics and policy
 
 
+def _size_order(bucket: str) -> int:
+    """Sort key of a ``_size_bucket`` name: its bound (the open-ended bucket last)."""
+    return int(bucket[2:]) if bucket.startswith("<=") else _SIZE_BUCKETS[-1] + 1
+
+
 def _size_bucket(width: int, height: int) -> str:
     side = max(width, height)
     for bound in _SIZE_BUCKETS:
@@ -404,7 +409,9 @@ def summarize(rows: Iterable[dict[str, Any]], skipped: list[dict[str, str]], dec
         "declared_classes": sorted(set(declared_classes) | set(classes)),
         "class_counts": {s: dict(sorted(c.items())) for s, c in counts.items()},
         "class_totals": dict(sorted(totals.items())),
-        **{k: dict(sorted(v.items(), key=lambda kv: -kv[1])) for k, v in hist.items()},
+        # Sizes smallest first; modes and formats most frequent first.
+        "image_sizes": dict(sorted(hist["image_sizes"].items(), key=lambda kv: _size_order(kv[0]))),
+        **{k: dict(sorted(v.items(), key=lambda kv: -kv[1])) for k, v in hist.items() if k != "image_sizes"},
         "converted": converted,
         "skipped": sorted(skipped, key=lambda s: s["uri"]),
         "conflicts": conflicts,
@@ -469,7 +476,7 @@ def statistics_markdown(stats: dict[str, Any]) -> str:
         "# Preprocessing statistics",
         "",
         f"{stats['num_images']} usable images of {stats['num_files']} input files in {len(stats['classes'])} classes; "
-        f"{len(stats['skipped'])} skipped ({stats['bad_fraction']:.1%}); {stats['duplicates']} exact duplicates "
+        f"{len(stats['skipped'])} skipped ({stats['bad_fraction']:.1%}); {stats['duplicates']} exact duplicate{'' if stats['duplicates'] == 1 else 's'} "
         f"(kept in one split); {stats['conflicts']} with conflicting labels (excluded); {stats['converted']} re-encoded as PNG.",
         "",
         "| class | " + " | ".join(SPLITS) + " | total |",
@@ -520,6 +527,32 @@ def _default_runner(beam_pipeline_args: tuple[str, ...]) -> Any:
     from apache_beam.runners.portability.fn_api_runner import fn_runner
 
     return fn_runner.FnApiRunner()
+
+
+def check_beam_args(beam_pipeline_args: tuple[str, ...]) -> None:
+    """Parses ``beam_pipeline_args`` with Beam's own option parser before any work starts.
+
+    Raises:
+        ValueError: an argument that is not an option (``--name=value`` or ``--name value``),
+            or a value Beam refuses (e.g. ``--direct_num_workers=abc``); the message names the
+            argument and gives Beam's own complaint instead of its usage text.
+    """
+    import contextlib
+    import io
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    args = list(beam_pipeline_args)
+    for i, arg in enumerate(args):
+        if not arg.startswith("--") and (i == 0 or not args[i - 1].startswith("--") or "=" in args[i - 1]):
+            raise ValueError(f"beam_pipeline_args: {arg!r} is not an option; write --{arg.lstrip('-')}")
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            PipelineOptions(args).get_all_options()
+    except SystemExit:
+        complaint = stderr.getvalue().strip().splitlines()[-1:] or ["rejected"]
+        raise ValueError(f"beam_pipeline_args {' '.join(args)!r}: {complaint[0].split(': error: ')[-1]}") from None
 
 
 def local_parallelism(beam_pipeline_args: tuple[str, ...], num_files: int, cpu_count: int | None = None) -> tuple[str, ...]:
@@ -637,6 +670,7 @@ def run_preprocess_in_process(
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 
     imported = time.perf_counter()
+    check_beam_args(settings.beam_pipeline_args)
     inventory = sources.discover(data_uri)
     labels = set(inventory.declared_classes) | {c.label for c in inventory.candidates}
     if inventory.kind == "tfrecord":
@@ -693,6 +727,11 @@ def run_preprocess_in_process(
             os.makedirs(os.path.join(examples_dir, split), exist_ok=True)
         with open(manifest) as f:
             stats = summarize((json.loads(line) for line in f), inventory.skipped, inventory.declared_classes)
+        # The manifest covers every input entry: also those listing already set aside (a file
+        # outside a class folder, a non-image, a bad CSV row).
+        with open(manifest, "a") as f:
+            for s in inventory.skipped:
+                f.write(json.dumps({"label": None, "reason": s["reason"], "status": "skipped", "uri": s["uri"]}, sort_keys=True) + "\n")
         stats["champion"] = champion and {
             "version": champion["version"], "alias": champion["alias"], "labels": compare_labels(stats["classes"], champion["labels"])
         }

@@ -255,7 +255,10 @@ def check_promotion(
            as not blessed. This rule holds for every environment.
         2. Environment order: when ``target_env`` is in ``env_order`` and not its first entry, the
            version must be, or once have been, in the environment just before it, i.e. be in
-           ``environments_of_version``. Environments outside ``env_order`` are not ordered.
+           ``environments_of_version``.
+        3. Known environment: ``target_env`` must be in ``env_order`` (a mistyped ``prdo`` would
+           otherwise become a new, unordered environment). Add an environment with
+           ``models env-order --set``, or force a one-off alias such as ``canary``.
 
     Args:
         model: Model name, for messages.
@@ -291,7 +294,12 @@ def check_promotion(
             violations.append(f"version {version} was not blessed" + (f" ({why})" if why else ""))
         else:
             violations.append(f"version {version} has no blessing in its metadata (counts as not blessed)")
-    if target_env in order and order.index(target_env) > 0:
+    if target_env not in order:
+        violations.append(
+            f"{target_env!r} is not in the environment order ({' -> '.join(order)}); add it with "
+            "'kfp-finetune models env-order --set ...'"
+        )
+    elif order.index(target_env) > 0:
         before = order[order.index(target_env) - 1]
         if before not in environments_of_version:
             violations.append(
@@ -762,9 +770,11 @@ class Registry(abc.ABC):
     ) -> int:
         """Moves an alias back to the version it pointed at before its current one.
 
-        The target is the ``previous_version`` of the alias's latest history entry, read and
-        changed in one atomic update. A second rollback therefore undoes the first (it goes back to
-        the version the first rollback left).
+        The target is the ``previous_version`` of the alias's latest history entry that differs
+        from the current version (a repeated promotion of the same version records a move from
+        a version to itself, which is not a version to go back to), read and changed in one
+        atomic update. A second rollback therefore undoes the first (it goes back to the version
+        the first rollback left).
 
         Returns:
             The version the alias now points at.
@@ -782,7 +792,8 @@ class Registry(abc.ABC):
         def move(current: dict | None) -> dict:
             if current is None:
                 raise AliasNotFoundError(f"alias {alias!r} of model {model!r} is not set in {self.uri}")
-            target = current["history"][-1].get("previous_version") if current["history"] else None
+            earlier = (e.get("previous_version") for e in reversed(current["history"]))
+            target = next((v for v in earlier if v is not None and v != current["version"]), None)
             if target is None:
                 raise NoPreviousVersionError(
                     f"alias {alias!r} of model {model!r} has no previous version to roll back to "

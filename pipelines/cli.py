@@ -86,7 +86,8 @@ def _run_local(args: argparse.Namespace) -> int:
         try:
             result = run_local(params, args.pipeline_root, package_path=package)
         except PipelineRunError as e:
-            _write_summary(args.summary, {"status": "failed", "error": str(e), "metrics": None, "blessed": None, "pushed": None})
+            _write_summary(args.summary, {"status": "failed", "error": str(e), "metrics": None, "blessed": None, "pushed": None,
+                                          "pipeline_root": e.pipeline_root, "run_dir": e.run_dir})
             raise
     summary = result.summary()
     _print_result(summary)
@@ -102,7 +103,8 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         summary = demo.run_demo(args.workdir, overrides)
     except PipelineRunError as e:
-        _write_summary(args.summary, {"status": "failed", "error": str(e), "metrics": None, "blessed": None, "pushed": None})
+        _write_summary(args.summary, {"status": "failed", "error": str(e), "metrics": None, "blessed": None, "pushed": None,
+                                      "pipeline_root": e.pipeline_root, "run_dir": e.run_dir})
         raise
     _print_result(summary)
     print(f"data: {summary['data_uri']}\nbackbone weights: {summary['base_weights']}\nregistry: {summary['registry_uri']}")
@@ -157,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     models_cli.add_parser(sub)
 
     p = sub.add_parser("predict", help="classify image files through a model's serving signature")
-    p.add_argument("--model-dir", metavar="DIR", help="a serving SavedModel folder")
+    p.add_argument("--model-dir", metavar="DIR", help="a serving SavedModel folder, or a finetune model output holding one as serving/")
     p.add_argument("--registry-uri", metavar="URI", help="model registry root")
     p.add_argument("--model", metavar="NAME", help="registry model name")
     p.add_argument("--version", type=int, metavar="N", help="registry version")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import tempfile
 import time
 import warnings
@@ -19,7 +20,15 @@ from components.step_errors import ERROR_FILE_ENV, read_errors
 
 
 class PipelineRunError(RuntimeError):
-    """A local run failed; ``str()`` is one readable line naming the failed step and its error."""
+    """A local run failed; ``str()`` is one readable line naming the failed step and its error.
+
+    ``pipeline_root`` and ``run_dir`` (the run's folder, None if the run wrote none) say where
+    the steps that finished left their outputs.
+    """
+
+    def __init__(self, message: str, pipeline_root: str | None = None, run_dir: str | None = None) -> None:
+        super().__init__(message)
+        self.pipeline_root, self.run_dir = pipeline_root, run_dir
 
 
 @dataclasses.dataclass
@@ -80,6 +89,31 @@ def check_settings(params: dict[str, Any]) -> None:
     source = settings.base_weights
     if source.lower() not in ("imagenet", "none") and "://" not in source and not os.path.isfile(source):
         raise FileNotFoundError(f"base_weights file {source!r} does not exist")
+    preprocess.check_beam_args(tuple(shlex.split(params.get("beam_pipeline_args", ""))))
+    # The evaluate and push steps' settings, checked here rather than after training.
+    from components.registry import validate_name
+
+    for name, low, high in (("min_accuracy", 0.0, 1.0), ("champion_tolerance", 0.0, 1.0)):
+        if name in params and not low <= float(params[name]) <= high:
+            raise ValueError(f"{name} must be in [{low:g}, {high:g}], got {params[name]}")
+    if "model_name" in params:
+        validate_name(params["model_name"], "model_name")
+    if "target_env" in params:
+        validate_name(params["target_env"], "target_env")
+    registry_uri = str(params.get("registry_uri") or "")
+    if registry_uri and "://" not in registry_uri and os.path.isfile(registry_uri):
+        raise ValueError(f"registry_uri {registry_uri!r} is a file; use a folder (created by the first push) or gs://bucket/prefix")
+    if int(params.get("accelerator_count", 0)) < 0:
+        raise ValueError(f"accelerator_count must be >= 0 (0: CPU), got {params['accelerator_count']}")
+
+
+def _remove_empty_folders(root: str) -> None:
+    """Removes every folder under ``root`` (``root`` included) that holds no file at any depth."""
+    for folder, _, _ in sorted(os.walk(root), key=lambda w: -w[0].count(os.sep)):
+        try:
+            os.rmdir(folder)  # only succeeds on an empty folder
+        except OSError:
+            pass
 
 
 def run_local(params: dict[str, Any], pipeline_root: str, package_path: str | None = None) -> LocalRunResult:
@@ -119,10 +153,15 @@ def run_local(params: dict[str, Any], pipeline_root: str, package_path: str | No
         try:
             task = pipeline(**params)
         except Exception as e:
+            # kfp.local creates each task's output folders before it runs; a failed task's stay
+            # empty. Leave only what was written.
+            for name in set(os.listdir(pipeline_root)) - before:
+                _remove_empty_folders(os.path.join(pipeline_root, name))
             errors = read_errors(error_file)
+            where = {"pipeline_root": pipeline_root, "run_dir": _latest_run_dir(pipeline_root, before)}
             if errors:
-                raise PipelineRunError(f"step {errors[-1]['step']} failed: {errors[-1]['error']}") from e
-            raise PipelineRunError(f"pipeline failed: {type(e).__name__}: {e}") from e
+                raise PipelineRunError(f"step {errors[-1]['step']} failed: {errors[-1]['error']}", **where) from e
+            raise PipelineRunError(f"pipeline failed: {type(e).__name__}: {e}", **where) from e
         finally:
             if previous is None:
                 os.environ.pop(ERROR_FILE_ENV, None)

@@ -135,15 +135,29 @@ def _format_aliases(aliases: dict[str, int]) -> str:
     return ", ".join(f"{name} -> {version}" for name, version in sorted(aliases.items())) or "-"
 
 
+def _open_existing(args: argparse.Namespace) -> "reg.Registry":
+    """The registry of ``--registry-uri``, refusing a local folder that does not exist (most
+    often a mistyped path) and, when ``--model`` is given, a model the registry does not hold,
+    so that the error names what is missing instead of an alias or version of it."""
+    registry = reg.open_registry(args.registry_uri)
+    if isinstance(registry, reg.LocalRegistry) and not os.path.isdir(registry.root):
+        raise reg.RegistryError(f"no registry at {registry.root}: the folder does not exist (the first push creates it)")
+    model = getattr(args, "model", None)
+    if model is not None:
+        reg.validate_name(model)
+        models = registry.list_models()
+        if model not in models:
+            raise reg.ModelNotFoundError(f"no model {model!r} in {registry.uri} (models: {', '.join(models) or 'none'})")
+    return registry
+
+
 def _list(args: argparse.Namespace) -> int:
     """``models list``: JSON ``{"registry_uri", "models": [{"model", "versions", "aliases"}]}``.
 
     A local registry folder that does not exist is an error (most often a mistyped path); an
     existing, empty one lists no models.
     """
-    registry = reg.open_registry(args.registry_uri)
-    if isinstance(registry, reg.LocalRegistry) and not os.path.isdir(registry.root):
-        raise reg.RegistryError(f"no registry at {registry.root}: the folder does not exist (the first push creates it)")
+    registry = _open_existing(args)
     models = [
         {"model": m, "versions": registry.list_versions(m), "aliases": registry.list_aliases(m)}
         for m in registry.list_models()
@@ -166,7 +180,7 @@ def _describe(args: argparse.Namespace) -> int:
     With ``--version`` or ``--alias``, JSON ``{"model", "version", "uri", "aliases": [names],
     "metadata"}``; without, ``{"model", "versions", "aliases": {name: {"version", "history"}}}``.
     """
-    registry = reg.open_registry(args.registry_uri)
+    registry = _open_existing(args)
     if args.version is None and args.alias is None:
         return _describe_model(registry, args)
     found = registry.resolve(args.model, version=args.version, alias=args.alias)
@@ -212,7 +226,7 @@ def _describe_model(registry: reg.Registry, args: argparse.Namespace) -> int:
 
 def _promote(args: argparse.Namespace) -> int:
     """``models promote``: JSON ``{"model", "alias", "version", "previous_version", "forced", "overridden"}``."""
-    registry = reg.open_registry(args.registry_uri)
+    registry = _open_existing(args)
     entry = registry.promote(
         args.model, args.version, args.to, actor=_actor(args), reason=args.reason, force=args.force
     )
@@ -230,7 +244,7 @@ def _promote(args: argparse.Namespace) -> int:
 
 def _rollback(args: argparse.Namespace) -> int:
     """``models rollback``: JSON ``{"model", "alias", "version", "previous_version"}``."""
-    registry = reg.open_registry(args.registry_uri)
+    registry = _open_existing(args)
     previous = registry.get_alias(args.model, args.alias)
     version = registry.rollback(args.model, args.alias, actor=_actor(args), reason=args.reason)
     return _report_move(args, "rolled back", args.alias, previous, version)
@@ -247,7 +261,7 @@ def _report_move(args: argparse.Namespace, verb: str, alias: str, previous: int 
 
 def _audit(args: argparse.Namespace) -> int:
     """``models audit``: JSON ``{"model", "events": [...]}`` (see ``Registry.audit``)."""
-    registry = reg.open_registry(args.registry_uri)
+    registry = _open_existing(args)
     events = registry.audit(args.model, alias=args.alias)
     if args.json:
         _print_json({"model": args.model, "events": events})
@@ -279,7 +293,7 @@ def _env_order(args: argparse.Namespace) -> int:
 
 def _export_serving(args: argparse.Namespace) -> int:
     """``models export-serving``: JSON ``{"model", "alias", "version", "path", "copied", "removed", "kept"}``."""
-    registry = reg.open_registry(args.registry_uri)
+    registry = _open_existing(args)
     done = reg.export_serving(registry, args.model, args.alias, args.base_path, keep=args.keep)
     if args.json:
         _print_json({"model": done.model, "alias": done.alias, "version": done.version, "path": done.path,

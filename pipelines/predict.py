@@ -14,8 +14,8 @@ def resolve_model_dir(
 ) -> tuple[str, dict[str, Any]]:
     """The local folder of the serving SavedModel to use, and where it came from.
 
-    Either ``model_dir`` (a serving SavedModel folder, e.g. a registry version folder or a
-    finetune output's ``serving/``) or ``registry_uri`` + ``model`` + (``version`` or ``alias``).
+    Either ``model_dir`` (a serving SavedModel folder, e.g. a registry version folder, or a
+    folder holding one as ``serving/``, e.g. a finetune step's model output) or ``registry_uri`` + ``model`` + (``version`` or ``alias``).
 
     Raises:
         ValueError: neither or both ways given, or a registry reference missing its model name.
@@ -25,8 +25,13 @@ def resolve_model_dir(
     if bool(model_dir) == bool(registry_uri):
         raise ValueError("give either --model-dir DIR or --registry-uri URI --model NAME (--version N | --alias ENV)")
     if model_dir:
+        from components.finetune import SERVING_DIR
+
+        if not os.path.isfile(os.path.join(model_dir, "saved_model.pb")) and os.path.isfile(os.path.join(model_dir, SERVING_DIR, "saved_model.pb")):
+            model_dir = os.path.join(model_dir, SERVING_DIR)
         if not os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
-            raise FileNotFoundError(f"{model_dir!r} holds no saved_model.pb (expected a serving SavedModel folder)")
+            raise FileNotFoundError(f"{model_dir!r} holds no saved_model.pb, nor {SERVING_DIR}/saved_model.pb "
+                                    "(expected a serving SavedModel folder or a finetune model output)")
         return model_dir, {"model_dir": model_dir}
     from components import registry
 

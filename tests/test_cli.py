@@ -14,12 +14,25 @@ from pipelines.cli import main
         (["--image-size", "16"], "image_size 16 is below the minimum input size 32 px"),
         (["--base-weights", "/nonexistent/w.weights.h5"], "base_weights file '/nonexistent/w.weights.h5' does not exist"),
         (["--eval-fraction", "0.6", "--test-fraction", "0.5"], "eval_fraction + test_fraction must be below 1"),
+        # Regression (new-user review): these failed only in evaluate or push, after training.
+        (["--min-accuracy", "1.5"], "min_accuracy must be in [0, 1], got 1.5"),
+        (["--champion-tolerance", "-0.5"], "champion_tolerance must be in [0, 1], got -0.5"),
+        (["--model-name", "bad/name"], "invalid model_name 'bad/name'"),
+        (["--target-env", "pr od"], "invalid target_env 'pr od'"),
+        (["--accelerator-count", "-1"], "accelerator_count must be >= 0 (0: CPU), got -1"),
+        (["--base-model", "resnet50", "--width-multiplier", "0.35"],
+         "width_multiplier 0.35 is only supported by MobileNet base models, not 'resnet50'"),
+        (["--beam-pipeline-args=--direct_num_workers=abc"],
+         "beam_pipeline_args '--direct_num_workers=abc': argument --direct_num_workers: invalid int value: 'abc'"),
+        (["--registry-uri", "REPLACED"], "is a file; use a folder (created by the first push) or gs://bucket/prefix"),
+        (["--beam-pipeline-args=direct_num_workers=2"], "beam_pipeline_args: 'direct_num_workers=2' is not an option; write --direct_num_workers=2"),
     ],
 )
 def test_run_local_refuses_bad_settings_before_running(flags, message, tmp_path, capsys):
     """Regression: these were only caught inside the finetune step, after preprocessing ran."""
+    (tmp_path / "a-file").write_text("")
     code = main(["run-local", "--data-uri", str(tmp_path), "--registry-uri", str(tmp_path / "reg"),
-                 "--pipeline-root", str(tmp_path / "root"), *flags])
+                 "--pipeline-root", str(tmp_path / "root"), *[str(tmp_path / "a-file") if f == "REPLACED" else f for f in flags]])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and message in err[-1]
@@ -32,3 +45,17 @@ def test_a_plain_file_as_data_uri_is_named(tmp_path):
     (tmp_path / "make.py").write_text("print(1)")
     with pytest.raises(ValueError, match=r"data_uri '.*make.py' is a file, but not a .csv manifest or a .tfrecord"):
         sources.discover(str(tmp_path / "make.py"))
+
+
+def test_predict_takes_a_finetune_model_output_or_its_serving_folder(tmp_path):
+    # Regression (new-user review): --model-dir <run>/finetune/model failed with "holds no
+    # saved_model.pb"; the serving SavedModel is its serving/ folder.
+    from pipelines.predict import resolve_model_dir
+
+    serving = tmp_path / "model" / "serving"
+    serving.mkdir(parents=True)
+    (serving / "saved_model.pb").write_bytes(b"")
+    assert resolve_model_dir(str(tmp_path / "model"), None, None, None, None, str(tmp_path))[0] == str(serving)
+    assert resolve_model_dir(str(serving), None, None, None, None, str(tmp_path))[0] == str(serving)
+    with pytest.raises(FileNotFoundError, match=r"holds no saved_model.pb, nor serving/saved_model.pb"):
+        resolve_model_dir(str(tmp_path), None, None, None, None, str(tmp_path))

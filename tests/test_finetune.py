@@ -58,6 +58,20 @@ def test_refused_weights_leave_no_output_or_checkpoint_folder(preprocessed, tmp_
     assert not model_dir.exists()
 
 
+@pytest.mark.parametrize("name, message", [
+    ("garbage.weights.h5", r"base_weights file '.*garbage.weights.h5' is not a Keras .weights.h5 file \(HDF5\)"),
+    ("garbage.keras", r"base_weights file '.*garbage.keras' is not a saved Keras model \(.keras\)"),
+])
+def test_a_file_that_is_no_weights_file_is_named(tmp_path, name, message):
+    # Regression (new-user review): "OSError: Unable to synchronously open file (file signature
+    # not found)", naming neither the file nor the parameter.
+    path = tmp_path / name
+    path.write_bytes(b"not weights at all")
+    settings = ft.FinetuneSettings(base_model="mobilenet_v2", base_weights=str(path), width_multiplier=0.35)
+    with pytest.raises(ValueError, match=message):
+        ft.load_base_model(settings, 32, str(tmp_path))
+
+
 def test_missing_weights_file_is_named(tmp_path):
     settings = ft.FinetuneSettings(base_weights=str(tmp_path / "nope.weights.h5"))
     with pytest.raises(FileNotFoundError, match="nope.weights.h5"):

@@ -99,8 +99,13 @@ def test_failed_step_exits_nonzero_with_one_readable_line(tmp_path, capsys):
     assert last_line == (
         "error: step preprocess failed: DataError: found 1 class(es) with usable images (7); need at least two classes"
     )
-    assert json.loads(summary_path.read_text())["status"] == "failed"
+    summary = json.loads(summary_path.read_text())
+    assert summary["status"] == "failed" and summary["pipeline_root"] == str(tmp_path / "root")
     assert not (tmp_path / "registry").exists()
+    # Regression (new-user review): kfp.local's empty output folders of the failed step stayed.
+    left = [os.path.relpath(os.path.join(d, f), tmp_path / "root") for d, _, files in os.walk(tmp_path / "root") for f in files]
+    empty = [d for d, sub, files in os.walk(tmp_path / "root") if not sub and not files and d != str(tmp_path / "root")]
+    assert empty == [], (empty, left)
 
 
 @pytest.mark.slow

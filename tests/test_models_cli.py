@@ -85,6 +85,9 @@ def test_list_missing_registry_folder_is_an_error(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == f"error: no registry at {tmp_path / 'regsitry'}: the folder does not exist (the first push creates it)\n"
+    for command in (["describe", "--model", "digits", "--alias", "dev"], ["promote", "--model", "digits", "--version", "1", "--to", "dev"]):
+        assert run(["models", *command[:1], "--registry-uri", str(tmp_path / "regsitry"), *command[1:]]) == 2
+        assert capsys.readouterr().err.startswith(f"error: no registry at {tmp_path / 'regsitry'}")
 
 
 def test_describe_alias_json(populated, capsys):
@@ -168,6 +171,7 @@ def test_promote_and_rollback(populated, capsys, monkeypatch):
 def test_actor_defaults(populated, capsys, monkeypatch):
     uri = populated.uri
     monkeypatch.delenv("USER", raising=False)
+    populated.set_env_order(["qa", "dev", "staging", "prod"])
     run(["models", "promote", "--registry-uri", uri, "--model", "digits", "--version", "2", "--to", "qa"])
     run(["models", "promote", "--registry-uri", uri, "--model", "digits", "--version", "3", "--to", "qa",
          "--actor", "release-bot"])
@@ -183,7 +187,10 @@ def test_actor_defaults(populated, capsys, monkeypatch):
         (["promote", "--model", "digits", "--version", "1", "--to", ".prod"], "invalid alias '.prod'"),
         (["rollback", "--model", "flowers", "--alias", "prod"], "alias 'prod' of model 'flowers' is not set"),
         (["rollback", "--model", "digits", "--alias", "dev"], "alias 'dev' of model 'digits' has no previous version"),
-        (["describe", "--model", "roses"], "model 'roses' has no complete version in"),
+        # Regression (new-user review): a mistyped model name read as a missing alias or version.
+        (["describe", "--model", "roses"], "no model 'roses' in"),
+        (["describe", "--model", "digit", "--alias", "dev"], "(models: digits, flowers)"),
+        (["audit", "--model", "nosuch"], "no model 'nosuch' in"),
         (["describe", "--model", "digits", "--alias", "qa"], "alias 'qa' of model 'digits' is not set"),
         (["describe", "--model", "../etc", "--version", "1"], "invalid model name '../etc'"),
     ],

@@ -76,6 +76,7 @@ def test_discover_missing_folder_names_it(tmp_path):
     "data, max_pixels, reason",
     [
         (b"hello, world", 10**6, "not a readable image"),
+        (b"", 10**6, "empty file (0 bytes)"),  # regression: was "unknown format"
         (_noise_png()[:3000], 10**6, "damaged image"),  # truncated inside its pixel data
         (_png(5, size=(8, 8)), 63, "8x8 pixels exceeds the limit of 63 (max_pixels)"),
     ],
@@ -192,3 +193,17 @@ def test_statistics_markdown_lists_classes_and_skips():
     md = pre.statistics_markdown(stats)
     assert "| a | 2 | 0 | 0 | 2 |" in md
     assert "| d/b/x.png | damaged image: truncated |" in md
+    assert "1 exact duplicate (kept in one split)" in md  # regression: "1 exact duplicates"
+
+
+def test_size_histogram_lists_sizes_smallest_first():
+    # Regression (new-user review): sizes were listed most frequent first ("<=128: 45, <=64: 15").
+    def row(i, side, mode="RGB"):
+        return {"uri": f"d/a/{i}.png", "label": "a", "split": "train", "sha256": str(i), "status": "ok",
+                "width": side, "height": side // 2, "mode": mode, "format": "PNG", "convert": False}
+
+    rows = [row(0, 5000)] + [row(i, 100) for i in range(1, 4)] + [row(i, 50, "L") for i in range(4, 6)]
+    stats = pre.summarize(rows, [])
+    assert list(stats["image_sizes"].items()) == [("<=64", 2), ("<=128", 3), (">4096", 1)]
+    assert list(stats["image_modes"].items()) == [("RGB", 4), ("L", 2)]
+    assert "**Image size (longer side, px)**: <=64: 2, <=128: 3, >4096: 1" in pre.statistics_markdown(stats)

@@ -115,6 +115,13 @@ def test_each_bad_input_kind_is_skipped_with_its_reason(messy):
     assert stats["declared_classes"] == [CAT, DOG]
     assert stats["num_files"] == 8 + 8 + 7 + 3 + 5  # good, formats, copies+conflicts, bad (junk not counted)
     assert stats["bad_fraction"] == pytest.approx(7 / 31)
+    # Regression (new-user review): the manifest left out what listing set aside (notes.txt,
+    # stray.png); it holds one line per input file, with the same reasons.
+    _, root, _ = messy
+    with open(root / "ex" / pre.MANIFEST) as f:
+        rows = [json.loads(line) for line in f]
+    assert len(rows) == stats["num_files"]
+    assert {os.path.relpath(r["uri"], data): r["reason"] for r in rows if r["status"] != "ok"} == reasons
 
 
 def test_every_format_becomes_a_decodable_image_the_right_way_up(messy):

@@ -342,6 +342,21 @@ def test_promote_and_rollback(registry, source):
     assert registry.list_aliases("digits") == {"dev": 4, "prod": 3}
 
 
+def test_rollback_skips_repeated_promotions_of_the_same_version(registry, source):
+    # Regression: promoting a version twice recorded 1 -> 1, and the next rollback "moved" the
+    # alias from version 1 to version 1.
+    for _ in range(2):
+        registry.push("digits", source, METADATA)
+    registry.set_alias("digits", "prod", 1)
+    registry.set_alias("digits", "prod", 2)
+    registry.set_alias("digits", "prod", 2)
+    assert registry.rollback("digits", "prod") == 1
+    registry.set_alias("digits", "staging", 1)
+    registry.set_alias("digits", "staging", 1)
+    with pytest.raises(NoPreviousVersionError, match="alias 'staging' of model 'digits' has no previous version"):
+        registry.rollback("digits", "staging")
+
+
 # --- validation and layout (local only: pure rules) -----------------------------------------------
 
 

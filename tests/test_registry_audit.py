@@ -83,7 +83,8 @@ def _promote_worker(uri, alias, version, rounds, worker, barrier, results):
         registry = open_registry(uri)
         barrier.wait(timeout=30)
         for r in range(rounds):
-            registry.promote("digits", version, alias, actor=f"w{worker}", reason=f"w{worker}-r{r}")
+            # 'qa' is outside the environment order: promotions there are forced (with a reason).
+            registry.promote("digits", version, alias, actor=f"w{worker}", reason=f"w{worker}-r{r}", force=alias == "qa")
         results.put((worker, rounds))
     except BaseException:  # noqa: BLE001 - reported to the parent, which fails the test
         results.put((worker, traceback.format_exc()))
@@ -151,5 +152,9 @@ def test_cli_audit(registry, source, capsys):
     time = out["events"][2]["time"]
     assert line == f"{time}  promote   prod  - -> 2  by ana  FORCED  (demo day)"
 
+    registry.push("flowers", source, BLESSED)  # a version, no alias
     assert run(["models", "audit", "--registry-uri", registry.uri, "--model", "flowers"]) == 0
     assert capsys.readouterr().out == f"no alias moves of flowers in {registry.uri}\n"
+    # A model the registry does not hold is an error (it used to read as "no alias moves").
+    assert run(["models", "audit", "--registry-uri", registry.uri, "--model", "roses"]) == 2
+    assert capsys.readouterr().err.startswith("error: no model 'roses' in")

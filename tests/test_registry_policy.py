@@ -19,6 +19,7 @@ ORDER = ("dev", "staging", "prod")
 NEVER_STAGING = "version 3 was never in 'staging' (environment order: dev -> staging -> prod); promote it there first"
 NO_BLESSING = "version 3 has no blessing in its metadata (counts as not blessed)"
 NOT_BLESSED_MSG = "version 3 was not blessed (accuracy 0.41 < floor 0.5)"
+NOT_IN_ORDER = "'prdo' is not in the environment order (dev -> staging -> prod); add it with 'kfp-finetune models env-order --set ...'"
 
 # (metadata, target_env, environments the version has been in, env order, force, reason,
 #  expected overridden list, or the expected refusal's violations)
@@ -28,7 +29,6 @@ CASES = [
     (BLESSED, "staging", {"dev"}, ORDER, False, None, [], None),
     (BLESSED, "prod", {"staging"}, ORDER, False, None, [], None),
     (BLESSED, "prod", {"dev", "staging"}, ORDER, False, "routine", [], None),
-    (BLESSED, "qa", set(), ORDER, False, None, [], None),  # not in the order: unordered
     (BLESSED, "prod", {"dev"}, ("dev", "prod"), False, None, [], None),  # custom order
     (BLESSED, "staging", set(), ("staging", "prod"), False, None, [], None),  # first of a custom order
     # refused
@@ -37,7 +37,9 @@ CASES = [
     (BLESSED, "staging", {"prod"}, ORDER, False, None, None,
      ["version 3 was never in 'dev' (environment order: dev -> staging -> prod); promote it there first"]),
     (NOT_BLESSED, "dev", set(), ORDER, False, None, None, [NOT_BLESSED_MSG]),
-    (NOT_BLESSED, "qa", set(), ORDER, False, None, None, [NOT_BLESSED_MSG]),  # blessing holds everywhere
+    # Regression: a mistyped environment ('prdo') became a new, unordered one.
+    (BLESSED, "prdo", {"staging"}, ORDER, False, None, None, [NOT_IN_ORDER]),
+    (NOT_BLESSED, "qa", set(), ORDER, False, None, None, [NOT_BLESSED_MSG, NOT_IN_ORDER.replace("prdo", "qa")]),
     (METADATA, "dev", set(), ORDER, False, None, None, [NO_BLESSING]),
     ({**METADATA, "blessing": {"blessed": "yes"}}, "dev", set(), ORDER, False, None, None, [NO_BLESSING]),
     ({**METADATA, "blessing": True}, "dev", set(), ORDER, False, None, None, [NO_BLESSING]),
@@ -46,6 +48,7 @@ CASES = [
     (NOT_BLESSED, "prod", {"dev"}, ORDER, True, "hotfix for #12", [NOT_BLESSED_MSG, NEVER_STAGING], None),
     (METADATA, "dev", set(), ORDER, True, "legacy import", [NO_BLESSING], None),
     (BLESSED, "prod", {"staging"}, ORDER, True, "nothing to override", [], None),
+    (BLESSED, "canary", set(), ORDER, True, "one-off canary", [NOT_IN_ORDER.replace("prdo", "canary")], None),
 ]
 
 
