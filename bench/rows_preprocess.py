@@ -148,7 +148,7 @@ def preprocess_parallel_throughput(ctx: Context) -> Result:
         a=rates,
         b=s["warm"],
         notes=(f"As preprocess_throughput, with Beam's FnApiRunner running two worker processes (what a local run "
-               f"uses by itself from LOCAL_PARALLEL_MIN_FILES files on). Their start-up adds {extra:.1f} s "
+               f"uses by itself from LOCAL_PARALLEL_MIN_FILES files on, with LOCAL_PARALLEL_MIN_CORES cores). Their start-up adds {extra:.1f} s "
                f"(median whole call on {BIG} images against one worker), which is why small runs use one."
                + (f" {dropped} pair(s) dropped: the larger run was not slower." if dropped else "")),
     )

@@ -507,11 +507,14 @@ def statistics_markdown(stats: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# From this many input files on, a local run uses one Beam worker process per core (at most 8).
-# Measured by ``make bench`` (preprocess_parallel_throughput) on 2 cores: two workers add ~10 s of
-# start-up (each imports TensorFlow and tf.Transform) and take ~0.2-0.4 ms off every image, so they
-# pay from roughly 25,000-50,000 images; fewer files run faster in one process.
+# From this many input files on, and with at least LOCAL_PARALLEL_MIN_CORES cores, a local run
+# uses one Beam worker process per core (at most 8). Each extra worker costs ~8 s of start-up
+# (it imports TensorFlow and tf.Transform; ``make bench``, preprocess_parallel_throughput). On 2
+# cores, which the runner's own threads share with the workers, two workers measured no clear
+# per-image gain (0.84 vs 0.89 of tf.data in one run, 2.3 vs 1.3 in another), so 2-core
+# machines stay with one process; with 4 or more cores, 50,000 files repay the start-up.
 LOCAL_PARALLEL_MIN_FILES = 50_000
+LOCAL_PARALLEL_MIN_CORES = 4
 
 
 def _default_runner(beam_pipeline_args: tuple[str, ...]) -> Any:
@@ -559,13 +562,13 @@ def local_parallelism(beam_pipeline_args: tuple[str, ...], num_files: int, cpu_c
     """``beam_pipeline_args``, plus one worker process per core for a large local run.
 
     When no ``--runner`` and no ``--direct_num_workers`` is given, ``num_files`` is at least
-    ``LOCAL_PARALLEL_MIN_FILES`` and the machine has more than one core (``cpu_count``, default
-    ``os.cpu_count()``), appends ``--direct_num_workers=<cores, at most 8>
+    ``LOCAL_PARALLEL_MIN_FILES`` and the machine has at least ``LOCAL_PARALLEL_MIN_CORES`` cores
+    (``cpu_count``, default ``os.cpu_count()``), appends ``--direct_num_workers=<cores, at most 8>
     --direct_running_mode=multi_processing``. Otherwise returns the arguments unchanged.
     """
     given = {a.split("=", 1)[0] for a in beam_pipeline_args}
     cores = min(8, cpu_count or os.cpu_count() or 1)
-    if "--runner" in given or "--direct_num_workers" in given or num_files < LOCAL_PARALLEL_MIN_FILES or cores < 2:
+    if "--runner" in given or "--direct_num_workers" in given or num_files < LOCAL_PARALLEL_MIN_FILES or cores < LOCAL_PARALLEL_MIN_CORES:
         return tuple(beam_pipeline_args)
     return (*beam_pipeline_args, f"--direct_num_workers={cores}", "--direct_running_mode=multi_processing")
 
