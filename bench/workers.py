@@ -119,10 +119,8 @@ def direct_pipeline(req: dict[str, Any]) -> dict[str, Any]:
     process's imports (the caller also times the whole process); ``steps`` holds each step's seconds.
     """
     t0 = time.perf_counter()
-    import dataclasses
-    import shlex
-
     from components import evaluate, finetune, preprocess, push
+    from pipelines.local import step_settings
     from pipelines.pipeline import PARAMETERS
 
     p = {name: spec[1] for name, spec in PARAMETERS.items()}
@@ -130,10 +128,9 @@ def direct_pipeline(req: dict[str, Any]) -> dict[str, Any]:
     work = req["out_dir"]
     steps: dict[str, float] = {"imports": time.perf_counter() - t0}
 
+    settings, ft = step_settings(p)
+
     t = time.perf_counter()
-    pre_fields = [f.name for f in dataclasses.fields(preprocess.PreprocessSettings) if f.name != "beam_pipeline_args"]
-    settings = preprocess.PreprocessSettings(**{k: p[k] for k in pre_fields if k in p},
-                                             beam_pipeline_args=tuple(shlex.split(p["beam_pipeline_args"])))
     champion = preprocess.find_champion(p["registry_uri"], p["model_name"], p["target_env"])
     examples, transform, stats_dir = (os.path.join(work, d) for d in ("examples", "transform", "statistics"))
     stats = preprocess.run_preprocess(p["data_uri"], examples, transform, settings, champion)
@@ -142,8 +139,6 @@ def direct_pipeline(req: dict[str, Any]) -> dict[str, Any]:
     steps["preprocess"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    ft_fields = [f.name for f in dataclasses.fields(finetune.FinetuneSettings) if f.name in p]
-    ft = finetune.settings_from_parameters(**{k: p[k] for k in ft_fields})
     model_dir = os.path.join(work, "model")
     finetune.run_finetune(examples, transform, model_dir, ft)
     steps["finetune"] = time.perf_counter() - t

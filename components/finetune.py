@@ -438,12 +438,7 @@ def load_base_model(settings: FinetuneSettings, image_size: int, scratch_dir: st
     path = storage.fetch_to_local(source, scratch_dir)
     base = base_models.build_base_model(settings.base_model, image_size, None, settings.width_multiplier)
     if path.endswith(".keras"):
-        try:
-            _load_from_keras_model(base, path, source)
-        except (OSError, ValueError, zipfile.BadZipFile) as e:
-            if str(e).startswith(f"model file {source!r}"):
-                raise
-            raise ValueError(f"base_weights file {source!r} is not a saved Keras model (.keras): {e}") from None
+        _load_from_keras_model(base, path, source)
         return base
     check_weights_file(base, path, source)
     base.load_weights(path)
@@ -455,7 +450,10 @@ def _load_from_keras_model(base: Any, path: str, source: str) -> None:
     classifier that contains it as a layer (e.g. a previous run's ``model.keras``)."""
     import keras
 
-    saved = keras.models.load_model(path, compile=False)
+    try:
+        saved = keras.models.load_model(path, compile=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise ValueError(f"base_weights file {source!r} is not a saved Keras model (.keras): {e}") from None
     candidate = saved if saved.name == base.name else next((l for l in saved.layers if l.name == base.name), None)
     if candidate is None:
         names = [l.name for l in saved.layers][:10]

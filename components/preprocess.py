@@ -540,6 +540,8 @@ def check_beam_args(beam_pipeline_args: tuple[str, ...]) -> None:
             or a value Beam refuses (e.g. ``--direct_num_workers=abc``); the message names the
             argument and gives Beam's own complaint instead of its usage text.
     """
+    if not beam_pipeline_args:
+        return  # nothing to parse, and no reason to import Beam (run-local checks in its own process)
     import contextlib
     import io
 

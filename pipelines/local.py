@@ -67,6 +67,24 @@ def _latest_run_dir(pipeline_root: str, before: set[str]) -> str | None:
     return os.path.join(pipeline_root, new[-1]) if new else None
 
 
+def step_settings(params: dict[str, Any]) -> tuple[Any, Any]:
+    """``(PreprocessSettings, FinetuneSettings)`` from pipeline parameters, as the components
+    build them (``beam_pipeline_args`` split like a shell line); a parameter left out takes the
+    settings' default.
+
+    Raises:
+        ValueError: an invalid preprocess or finetune setting (named, with the allowed values).
+    """
+    from components import finetune, preprocess
+
+    def pick(cls: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+        return {f.name: params[f.name] for f in dataclasses.fields(cls) if f.name in params and f.name not in skip}
+
+    pre = preprocess.PreprocessSettings(**pick(preprocess.PreprocessSettings, ("beam_pipeline_args",)),
+                                        beam_pipeline_args=tuple(shlex.split(params.get("beam_pipeline_args", ""))))
+    return pre, finetune.settings_from_parameters(**pick(finetune.FinetuneSettings))
+
+
 def check_settings(params: dict[str, Any]) -> None:
     """Validates the steps' settings before a run starts, so a typo fails in a second instead of
     after preprocessing (the steps validate again, for runs started elsewhere).
@@ -75,21 +93,15 @@ def check_settings(params: dict[str, Any]) -> None:
         ValueError: an invalid preprocess or finetune setting (named, with the allowed values).
         FileNotFoundError: a local ``base_weights`` file that does not exist.
     """
-    from components import finetune, preprocess
+    from components import preprocess
     from components.base_models import check_image_size
 
-    def pick(names: Any) -> dict[str, Any]:
-        return {k: params[k] for k in names if k in params}
-
-    pre_fields = [f.name for f in dataclasses.fields(preprocess.PreprocessSettings) if f.name != "beam_pipeline_args"]
-    preprocess.PreprocessSettings(**pick(pre_fields))
-    ft_fields = [f.name for f in dataclasses.fields(finetune.FinetuneSettings)]
-    settings = finetune.settings_from_parameters(**pick(ft_fields))
+    pre, settings = step_settings(params)
     check_image_size(settings.base_model, int(params.get("image_size", 224)))
     source = settings.base_weights
     if source.lower() not in ("imagenet", "none") and "://" not in source and not os.path.isfile(source):
         raise FileNotFoundError(f"base_weights file {source!r} does not exist")
-    preprocess.check_beam_args(tuple(shlex.split(params.get("beam_pipeline_args", ""))))
+    preprocess.check_beam_args(pre.beam_pipeline_args)
     # The evaluate and push steps' settings, checked here rather than after training.
     from components.registry import validate_name
 
