@@ -43,13 +43,13 @@ def _input_pipeline_samples(ctx: Context) -> dict[str, Any]:
     import numpy as np
     import tensorflow_transform as tft
 
-    from components import finetune
-    from components.preprocess import LABEL_VOCABULARY
+    from components import artifacts, finetune
+    from components.artifacts import LABEL_VOCABULARY
 
     folder = preprocessed(ctx, BIG)
     tft_output = tft.TFTransformOutput(os.path.join(folder, "transform"))
     num_classes = len(tft_output.vocabulary_by_name(LABEL_VOCABULARY))
-    files = finetune.split_files(os.path.join(folder, "examples"), "train")
+    files = artifacts.split_files(os.path.join(folder, "examples"), "train")
     n = finetune.count_examples(files)
     # The same caching decision run_finetune makes (cache decoded pixels when they fit in memory).
     image_size = int(tft_output.transformed_feature_spec()["image"].shape[0])
@@ -134,10 +134,10 @@ def demo_task(ctx: Context, size: int = DEMO_SIZE) -> dict[str, Any]:
 def _test_accuracy(model: Any, task: dict[str, Any], tft_output: Any) -> float:
     import numpy as np
 
-    from components import finetune
+    from components import artifacts, finetune
 
     correct = total = 0
-    for x, y in finetune.make_dataset(finetune.split_files(task["examples"], "test"), tft_output, 256):
+    for x, y in finetune.make_dataset(artifacts.split_files(task["examples"], "test"), tft_output, 256):
         correct += int(np.sum(np.argmax(model.predict_on_batch(x), axis=1) == y.numpy()))
         total += int(y.shape[0])
     return correct / total
@@ -148,21 +148,21 @@ def _head_only_samples(ctx: Context, size: int) -> dict[str, Any]:
     import numpy as np
     import tensorflow_transform as tft
 
-    from components import base_models, finetune
+    from components import artifacts, base_models, finetune
 
     task = demo_task(ctx, size)
     tft_output = tft.TFTransformOutput(task["transform"])
     num_classes = len(finetune.vocabulary(tft_output))
     settings = finetune.FinetuneSettings(base_model="mobilenet_v2", base_weights=task["weights"], width_multiplier=0.35,
                                          epochs=HEAD_EPOCHS, batch_size=BATCH_SIZE, seed=SEED)
-    train = finetune.split_files(task["examples"], "train")
-    eval_files = finetune.split_files(task["examples"], "eval")
+    train = artifacts.split_files(task["examples"], "train")
+    eval_files = artifacts.split_files(task["examples"], "eval")
     n = finetune.count_examples(train)
 
     def product() -> tuple[float, float]:
         out = ctx.fresh_dir("finetune-product")
         summary = finetune.run_finetune(task["examples"], task["transform"], out, settings)
-        model = keras.models.load_model(os.path.join(out, finetune.KERAS_FILE))
+        model = keras.models.load_model(os.path.join(out, artifacts.KERAS_FILE))
         return summary["phase_seconds"]["head"], _test_accuracy(model, task, tft_output)
 
     def plain_fit() -> tuple[float, float]:

@@ -119,7 +119,7 @@ def direct_pipeline(req: dict[str, Any]) -> dict[str, Any]:
     process's imports (the caller also times the whole process); ``steps`` holds each step's seconds.
     """
     t0 = time.perf_counter()
-    from components import evaluate, finetune, preprocess, push
+    from components import artifacts, evaluate, finetune, preprocess, push
     from pipelines.local import step_settings
     from pipelines.pipeline import PARAMETERS
 
@@ -146,7 +146,7 @@ def direct_pipeline(req: dict[str, Any]) -> dict[str, Any]:
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         result = evaluate.run_evaluate(
-            finetune.split_files(examples, "test"), os.path.join(model_dir, finetune.SERVING_DIR), p["min_accuracy"],
+            artifacts.split_files(examples, "test"), os.path.join(model_dir, artifacts.SERVING_DIR), p["min_accuracy"],
             p["registry_uri"], p["model_name"], p["target_env"], p["champion_tolerance"], scratch,
             training=evaluate.read_training(model_dir), allow_label_change=p["allow_label_change"],
         )

@@ -30,7 +30,9 @@ import json
 import os
 from typing import Any, Callable, Iterable, Sequence
 
-from components.preprocess import IMAGE_KEY, LABEL_KEY
+from components.artifacts import (
+    CLASS_NAMES, IMAGE_KEY, LABEL_KEY, OUTPUT_PROBABILITIES, SERVING_INPUT, SERVING_SIGNATURE, TRAINING_FILE, raw_feature_spec,
+)
 
 _BATCH = 256
 
@@ -510,7 +512,6 @@ def read_split(files: list[str]) -> tuple[list[bytes], list[str]]:
     """Encoded images and class names of a split's TFRecord files (file order)."""
     import tensorflow as tf
 
-    from components.preprocess import raw_feature_spec
 
     images, labels = [], []
     for batch in tf.data.TFRecordDataset(files).batch(_BATCH).map(lambda x: tf.io.parse_example(x, raw_feature_spec())):
@@ -529,12 +530,12 @@ def load_serving(model_dir: str) -> tuple[Callable[[list[bytes]], Any], list[str
     import tensorflow as tf
 
     loaded = tf.saved_model.load(model_dir)
-    serve = loaded.signatures["serving_default"]
-    class_names = [v.decode() for v in loaded.class_names.numpy()]
+    serve = loaded.signatures[SERVING_SIGNATURE]
+    class_names = [v.decode() for v in getattr(loaded, CLASS_NAMES).numpy()]
 
     def predict(images: list[bytes]) -> Any:
         parts = [
-            serve(image_bytes=tf.constant(images[i:i + _BATCH]))["probabilities"].numpy()
+            serve(**{SERVING_INPUT: tf.constant(images[i:i + _BATCH])})[OUTPUT_PROBABILITIES].numpy()
             for i in range(0, len(images), _BATCH)
         ]
         return np.concatenate(parts) if parts else np.zeros((0, len(class_names)), np.float32)
@@ -727,8 +728,6 @@ def read_training(model_dir: str) -> dict[str, Any] | None:
     Raises:
         json.JSONDecodeError: the file exists but is not JSON.
     """
-    from components.finetune import TRAINING_FILE
-
     path = os.path.join(model_dir, TRAINING_FILE)
     if not os.path.exists(path):
         return None

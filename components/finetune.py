@@ -45,7 +45,14 @@ import zipfile
 from typing import Any, Iterator
 
 from components import base_models, storage
-from components.preprocess import IMAGE_KEY, LABEL_KEY, vocabulary
+from components.settings import (
+    BASE_MODEL, Setting, above, at_least, comma_list, from_parameters, in_range, one_of, validate,
+)
+from components.artifacts import (
+    CHECKPOINT_DIR, CLASS_NAMES, IMAGE_KEY, KERAS_FILE, LABEL_KEY, OUTPUT_CLASS_ID, OUTPUT_CONFIDENCE, OUTPUT_LABEL,
+    OUTPUT_PROBABILITIES, SERVING_DIR, SERVING_INPUT, SERVING_SIGNATURE, TENSORBOARD_DIR, TRAINING_FILE,
+    TRAINING_REPORT_FILE, split_files, vocabulary,
+)
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "exponential", "cosine", "plateau")
@@ -53,11 +60,6 @@ POOLINGS = ("avg", "max")
 AUGMENTATIONS = ("flip", "rotation", "zoom", "contrast")
 CLASS_WEIGHTS = ("none", "balanced")
 MIXED_PRECISION = ("auto", "on", "off")
-SERVING_DIR = "serving"
-KERAS_FILE = "model.keras"
-TRAINING_FILE = "training.json"
-REPORT_FILE = "training.md"
-CHECKPOINT_DIR = "checkpoints"
 HEAD_LAYERS_PREFIX = "head_"
 # Transformed float pixels are cached in memory below this size; above it each epoch decodes
 # again (a disk cache of float pixels would be ~70x the encoded bytes).
@@ -65,7 +67,23 @@ _MEMORY_CACHE_LIMIT_BYTES = 1 << 30
 _SHUFFLE_BUFFER = 10_000
 
 
-@dataclasses.dataclass(frozen=True)
+def _nonempty_weights(name: str, value: str) -> None:
+    if not value:
+        raise ValueError(f"{name} must be 'imagenet', 'none', or a path / gs:// URI of a weights file")
+
+
+def _positive_units(name: str, value: tuple[int, ...]) -> None:
+    if any(u < 1 for u in value):
+        raise ValueError(f"{name} must be positive integers, got {list(value)}")
+
+
+def _known_augmentations(name: str, value: tuple[str, ...]) -> None:
+    unknown = [a for a in value if a not in AUGMENTATIONS]
+    if unknown:
+        raise ValueError(f"{name} {unknown} not among {', '.join(AUGMENTATIONS)}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class FinetuneSettings:
     """Settings of the finetune step, validated on construction.
 
@@ -117,95 +135,101 @@ class FinetuneSettings:
         checkpoint_dir: Where per-epoch backups go; empty: ``<model dir>/checkpoints``. Point it
             at durable storage so a preempted node resumes.
         seed: Seed for initialisation, shuffling, dropout and augmentation.
+        accelerator_type: The accelerator resource the pipeline requests for this step (e.g.
+            ``nvidia.com/gpu``); logged by the step.
+        accelerator_count: How many accelerators the pipeline requests for this step (>= 0; 0:
+            CPU). With 1 or more the step fails at once when TensorFlow sees no GPU.
     """
 
-    base_model: str = "mobilenet_v2"
-    base_weights: str = "imagenet"
-    width_multiplier: float = 1.0
-    pooling: str = "avg"
-    dense_units: tuple[int, ...] = ()
-    dropout: float = 0.2
-    l1: float = 0.0
-    l2: float = 0.0
-    label_smoothing: float = 0.0
-    class_weight: str = "none"
-    epochs: int = 10
-    learning_rate: float = 1e-3
-    fine_tune_epochs: int = 0
-    fine_tune_learning_rate: float = 1e-5
-    unfreeze: str = "all"
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.004
-    lr_schedule: str = "constant"
-    warmup_epochs: int = 0
-    decay_rate: float = 0.9
-    clipnorm: float = 0.0
-    batch_size: int = 32
-    early_stopping_patience: int = 0
-    augmentation: tuple[str, ...] = ()
-    fast_path: bool = True
-    xla: bool = False
-    mixed_precision: str = "auto"
-    checkpoint_dir: str = ""
-    seed: int = 0
+    base_model: str = BASE_MODEL.field()
+    base_weights: str = Setting(
+        str, "imagenet", "'imagenet' (download), 'none', or a path / gs:// URI of a .weights.h5 or .keras file",
+        check=_nonempty_weights,
+    ).field()
+    width_multiplier: float = Setting(
+        float, 1.0, "MobileNet alpha (width multiplier); 1.0 for other families", check=above(0)
+    ).field()
+    pooling: str = Setting(str, "avg", "global pooling of the base's features: avg or max", check=one_of(POOLINGS)).field()
+    dense_units: tuple[int, ...] = Setting(
+        str, "", "hidden dense layers of the head, comma-separated units (e.g. '256,128'); empty: linear head",
+        check=_positive_units, parse=comma_list(int, "integers", "256,128"),
+    ).field()
+    dropout: float = Setting(float, 0.2, "dropout rate in the head, in [0, 1)", check=in_range(0, 1, high_open=True)).field()
+    l1: float = Setting(float, 0.0, "L1 penalty on the head's kernels", check=at_least(0)).field()
+    l2: float = Setting(float, 0.0, "L2 penalty on the head's kernels", check=at_least(0)).field()
+    label_smoothing: float = Setting(
+        float, 0.0, "label smoothing, in [0, 1)", check=in_range(0, 1, high_open=True)
+    ).field()
+    class_weight: str = Setting(
+        str, "none", "none, or balanced (weights from the train split's class counts)", check=one_of(CLASS_WEIGHTS)
+    ).field()
+    epochs: int = Setting(int, 10, "head-phase epochs (base frozen)", check=at_least(0)).field()
+    learning_rate: float = Setting(float, 0.001, "head-phase learning rate", check=above(0)).field()
+    fine_tune_epochs: int = Setting(
+        int, 0, "fine-tune-phase epochs (top of the base unfrozen); 0 skips the phase", check=at_least(0)
+    ).field()
+    fine_tune_learning_rate: float = Setting(
+        float, 1e-05, "fine-tune-phase learning rate (usually 10-100x lower)", check=above(0)
+    ).field()
+    unfreeze: str = Setting(
+        str, "all", "base layers the fine-tune phase trains: all, top:N or from:LAYER (BatchNormalization stays frozen)",
+        check=lambda name, value: parse_unfreeze(value),
+    ).field()
+    optimizer: str = Setting(str, "adam", "adam, adamw, sgd or rmsprop", check=one_of(OPTIMIZERS)).field()
+    momentum: float = Setting(float, 0.9, "SGD momentum", check=in_range(0, 1, high_open=True)).field()
+    nesterov: bool = Setting(bool, False, "SGD Nesterov momentum").field()
+    weight_decay: float = Setting(float, 0.004, "AdamW weight decay", check=at_least(0)).field()
+    lr_schedule: str = Setting(
+        str, "constant", "constant, exponential, cosine (with warmup_epochs) or plateau", check=one_of(LR_SCHEDULES)
+    ).field()
+    warmup_epochs: int = Setting(int, 0, "linear warm-up epochs of the cosine schedule", check=at_least(0)).field()
+    decay_rate: float = Setting(
+        float, 0.9, "per-epoch factor of the exponential schedule", check=in_range(0, 1, low_open=True)
+    ).field()
+    clipnorm: float = Setting(float, 0.0, "clip each gradient to this L2 norm; 0 = off", check=at_least(0)).field()
+    batch_size: int = Setting(int, 32, "images per training step and GPU", check=at_least(1)).field()
+    early_stopping_patience: int = Setting(
+        int, 0, "stop a phase after this many epochs without eval-accuracy gain, keeping the best weights; 0 = off",
+        check=at_least(0),
+    ).field()
+    augmentation: tuple[str, ...] = Setting(
+        str, "", "random training-only augmentation: comma-separated flip, rotation, zoom, contrast",
+        check=_known_augmentations, parse=comma_list(str, "names", "flip,rotation"),
+    ).field()
+    fast_path: bool = Setting(bool, True, "train the head on base outputs computed once, when no augmentation runs").field()
+    xla: bool = Setting(bool, False, "compile training steps with XLA").field()
+    mixed_precision: str = Setting(
+        str, "auto", "auto (mixed_float16 on GPUs), on or off", check=one_of(MIXED_PRECISION)
+    ).field()
+    checkpoint_dir: str = Setting(
+        str, "", "durable folder for per-epoch backups (resume after preemption); empty: inside the model artifact"
+    ).field()
+    seed: int = Setting(int, 0, "random seed of initialisation, shuffling, dropout and augmentation").field()
+    accelerator_type: str = Setting(
+        str, "nvidia.com/gpu", "accelerator resource of the finetune step (e.g. nvidia.com/gpu)"
+    ).field()
+    accelerator_count: int = Setting(
+        int, 0, "accelerators for the finetune step; 0 means CPU", check=at_least(0, "0: CPU")
+    ).field()
 
     def __post_init__(self) -> None:
+        validate(self)
         spec = base_models.get_spec(self.base_model)
         if self.width_multiplier != 1.0 and not spec.has_width_multiplier:
             raise ValueError(f"width_multiplier {self.width_multiplier} is only supported by MobileNet base models, not {self.base_model!r}")
-        if not self.base_weights:
-            raise ValueError("base_weights must be 'imagenet', 'none', or a path / gs:// URI of a weights file")
-        for name, allowed in (
-            ("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES), ("pooling", POOLINGS),
-            ("class_weight", CLASS_WEIGHTS), ("mixed_precision", MIXED_PRECISION),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
-        unknown = [a for a in self.augmentation if a not in AUGMENTATIONS]
-        if unknown:
-            raise ValueError(f"augmentation {unknown} not among {', '.join(AUGMENTATIONS)}")
-        for name in ("epochs", "fine_tune_epochs", "warmup_epochs", "early_stopping_patience"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.epochs + self.fine_tune_epochs < 1:
             raise ValueError("epochs + fine_tune_epochs must be at least 1")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        for name in ("learning_rate", "fine_tune_learning_rate", "width_multiplier"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("dropout", "label_smoothing", "momentum"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        for name in ("l1", "l2", "weight_decay", "clipnorm"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 < self.decay_rate <= 1.0:
-            raise ValueError(f"decay_rate must be in (0, 1], got {self.decay_rate}")
-        if any(u < 1 for u in self.dense_units):
-            raise ValueError(f"dense_units must be positive integers, got {list(self.dense_units)}")
-        parse_unfreeze(self.unfreeze)
 
 
 def settings_from_parameters(**params: Any) -> FinetuneSettings:
-    """``FinetuneSettings`` from pipeline parameters, where lists arrive as comma-separated
-    strings: ``dense_units="256,128"``, ``augmentation="flip,rotation"`` (empty: none).
+    """``FinetuneSettings`` from pipeline parameters (keys that are not its fields are ignored);
+    lists arrive as comma-separated strings: ``dense_units="256,128"``,
+    ``augmentation="flip,rotation"`` (empty: none).
 
     Raises:
         ValueError: a non-integer in ``dense_units``, or any invalid setting (named).
     """
-    units = params.get("dense_units", ())
-    if isinstance(units, str):
-        try:
-            units = tuple(int(u) for u in units.replace(" ", "").split(",") if u)
-        except ValueError:
-            raise ValueError(f"dense_units {params['dense_units']!r} must be comma-separated integers, e.g. '256,128'") from None
-    augmentation = params.get("augmentation", ())
-    if isinstance(augmentation, str):
-        augmentation = tuple(a for a in augmentation.replace(" ", "").split(",") if a)
-    return FinetuneSettings(**{**params, "dense_units": tuple(units), "augmentation": tuple(augmentation)})
+    return from_parameters(FinetuneSettings, params)
 
 
 def parse_unfreeze(spec: str) -> tuple[str, int | str | None]:
@@ -276,18 +300,6 @@ def set_trainable(base: Any, spec: str | None, keep_batchnorm_frozen: bool = Tru
 
 # ---------------------------------------------------------------------------------------------
 # Data
-
-
-def split_files(examples_dir: str, split: str) -> list[str]:
-    """The TFRecord files of one split.
-
-    Raises:
-        FileNotFoundError: the split has no file (names the folder).
-    """
-    files = sorted(glob.glob(os.path.join(examples_dir, split, "*.tfrecord")))
-    if not files:
-        raise FileNotFoundError(f"no TFRecord file for split {split!r} in {os.path.join(examples_dir, split)!r}")
-    return files
 
 
 def count_examples(files: list[str]) -> int:
@@ -739,22 +751,23 @@ def export_serving(model: Any, tft_output: Any, labels: list[str], export_dir: s
             super().__init__()
             self.model = model
             self.tft_layer = tft_output.transform_features_layer()
-            self.class_names = tf.Variable(labels, dtype=tf.string, trainable=False, name="class_names")
+            self.class_names = tf.Variable(labels, dtype=tf.string, trainable=False, name=CLASS_NAMES)
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=SERVING_INPUT)])
         def serve(self, image_bytes):
+            # The argument's name is the signature's input key (SERVING_INPUT).
             features = self.tft_layer({IMAGE_KEY: image_bytes})
             probabilities = tf.cast(self.model(features[IMAGE_KEY], training=False), tf.float32)
             class_id = tf.argmax(probabilities, axis=-1)
             return {
-                "probabilities": probabilities,
-                "class_id": class_id,
-                "label": tf.gather(self.class_names, class_id),
-                "confidence": tf.reduce_max(probabilities, axis=-1),
+                OUTPUT_PROBABILITIES: probabilities,
+                OUTPUT_CLASS_ID: class_id,
+                OUTPUT_LABEL: tf.gather(self.class_names, class_id),
+                OUTPUT_CONFIDENCE: tf.reduce_max(probabilities, axis=-1),
             }
 
     module = ServingModule()
-    tf.saved_model.save(module, export_dir, signatures={"serving_default": module.serve})
+    tf.saved_model.save(module, export_dir, signatures={SERVING_SIGNATURE: module.serve})
 
 
 def training_markdown(summary: dict[str, Any]) -> str:
@@ -894,7 +907,7 @@ def run_finetune(examples_dir: str, transform_dir: str, model_dir: str, settings
     class_weight = balanced_class_weights(label_counts(train_files, tft_output, len(labels))) if settings.class_weight == "balanced" else None
 
     checkpoint_dir = settings.checkpoint_dir or os.path.join(model_dir, CHECKPOINT_DIR)
-    tensorboard_dir = os.path.join(model_dir, "tensorboard")
+    tensorboard_dir = os.path.join(model_dir, TENSORBOARD_DIR)
     cache = (num_train + num_eval) * image_size * image_size * 3 * 4 < _MEMORY_CACHE_LIMIT_BYTES
     # No shuffling here: epoch_ordered shuffles per epoch, deterministically (exact resumes), and
     # the fast path reads features and labels in this same order.
@@ -995,7 +1008,7 @@ def run_finetune(examples_dir: str, transform_dir: str, model_dir: str, settings
         }
         with open(os.path.join(model_dir, TRAINING_FILE), "w") as f:
             json.dump(summary, f, indent=2)
-        with open(os.path.join(model_dir, REPORT_FILE), "w") as f:
+        with open(os.path.join(model_dir, TRAINING_REPORT_FILE), "w") as f:
             f.write(training_markdown(summary))
         # The step is complete: backups and cached features are not part of the model artifact.
         if not settings.checkpoint_dir:

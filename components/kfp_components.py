@@ -41,6 +41,7 @@ def preprocess(
     import shlex
 
     from components import preprocess as step
+    from components.artifacts import STATISTICS_FILE
     from components.step_errors import reported
 
     with reported("preprocess"):
@@ -52,7 +53,7 @@ def preprocess(
         champion = step.find_champion(registry_uri, model_name, target_env)
         stats = step.run_preprocess(data_uri, examples.path, transform_graph.path, settings, champion)
         os.makedirs(statistics.path, exist_ok=True)
-        step.write_statistics(stats, os.path.join(statistics.path, "statistics.json"), statistics_report.path)
+        step.write_statistics(stats, os.path.join(statistics.path, STATISTICS_FILE), statistics_report.path)
         examples.metadata.update(num_images=stats["num_images"], classes=stats["classes"], fingerprint=stats["fingerprint"])
 
 
@@ -95,9 +96,11 @@ def finetune(
     training_report: Output[Markdown],
 ):
     """Fine-tunes the base model under a new head (one or two phases); exports Keras and serving models."""
+    import os
     import shutil
 
     from components import finetune as step
+    from components.artifacts import TRAINING_REPORT_FILE
     from components.step_errors import reported
 
     with reported("finetune"):
@@ -114,7 +117,7 @@ def finetune(
         summary = step.run_finetune(examples.path, transform_graph.path, model.path, settings)
         for name, values in summary["history"].items():
             training_metrics.log_metric(f"final_{name}", values[-1])
-        shutil.copyfile(f"{model.path}/{step.REPORT_FILE}", training_report.path)
+        shutil.copyfile(os.path.join(model.path, TRAINING_REPORT_FILE), training_report.path)
         model.metadata.update(labels=summary["labels"], image_size=summary["image_size"], base_model=base_model)
 
 
@@ -144,7 +147,7 @@ def evaluate(
     from collections import namedtuple
 
     from components import evaluate as step
-    from components.finetune import SERVING_DIR, split_files
+    from components.artifacts import SERVING_DIR, split_files
     from components.step_errors import reported
 
     with reported("evaluate"), tempfile.TemporaryDirectory() as scratch:
@@ -183,12 +186,13 @@ def push(
     import os
 
     from components import push as step
+    from components.artifacts import STATISTICS_FILE
     from components.step_errors import reported
 
     with reported("push"):
         with open(evaluation.path) as f:
             result = json.load(f)
-        with open(os.path.join(statistics.path, "statistics.json")) as f:
+        with open(os.path.join(statistics.path, STATISTICS_FILE)) as f:
             stats = json.load(f)
         pushed = step.run_push(model.path, result, stats, registry_uri, model_name, target_env, data_uri, pipeline_run_id)
     return json.dumps(pushed)

@@ -45,13 +45,14 @@ import time
 from typing import Any, Iterable, Iterator
 
 from components import base_models, images, sources, storage
+from components.settings import (
+    BASE_MODEL, DATA_URI, MODEL_NAME, REGISTRY_URI, TARGET_ENV, Setting, at_least, in_range, validate,
+)
+from components.artifacts import (
+    EXAMPLES_SUFFIX, IMAGE_KEY, LABEL_KEY, LABEL_VOCABULARY, MANIFEST_FILE, SPLITS, escape_label, raw_feature_spec,
+)
 
-SPLITS = ("train", "eval", "test")
-IMAGE_KEY = "image"
-LABEL_KEY = "label"
-LABEL_VOCABULARY = "label"
 # One JSON line per input file (see the module docstring).
-MANIFEST = "manifest.jsonl"
 # Files per Beam element: Beam costs tens of microseconds per element and stage, more than
 # inspecting a small image; 64 files make it negligible and still spread work over many workers.
 CHUNK_SIZE = 64
@@ -59,11 +60,22 @@ CHUNK_SIZE = 64
 _SIZE_BUCKETS = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
-@dataclasses.dataclass(frozen=True)
+def _shell_words(value: Any) -> tuple[str, ...]:
+    """``beam_pipeline_args`` as a pipeline parameter is one shell-quoted line; here, its words."""
+    import shlex
+
+    return tuple(shlex.split(value)) if isinstance(value, str) else tuple(value)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class PreprocessSettings:
     """Settings of the preprocess step, validated on construction.
 
     Attributes:
+        data_uri: Where the images are: a local path or ``gs://`` URI (see ``components.sources``).
+        registry_uri, model_name, target_env: Where the champion is (the target environment's
+            current model): the statistics compare this dataset's labels with its labels. An
+            empty ``registry_uri`` skips the comparison.
         image_size: Height and width in pixels the images are resized to (square; bilinear with
             antialiasing). At least the base model's minimum input size.
         base_model: Key of ``components.base_models.BASE_MODELS``; selects the pixel scaling.
@@ -76,27 +88,37 @@ class PreprocessSettings:
         max_bad_fraction: Largest share of unusable input files (damaged, not an image, outside
             a class folder, conflicting labels) that is skipped; more fails the step. In [0, 1].
         min_images_per_class: Fewest usable images a class may have (all splits together), >= 1.
-        beam_pipeline_args: Apache Beam options, e.g. ``("--runner=DataflowRunner", ...)``;
+        beam_pipeline_args: Apache Beam options, e.g. ``("--runner=DataflowRunner", ...)`` (a
+            pipeline parameter gives them as one shell-quoted line);
             empty means Beam's in-process runner, with one worker process per core from
             ``LOCAL_PARALLEL_MIN_FILES`` files on (``local_parallelism``).
     """
 
-    image_size: int = 224
-    base_model: str = "mobilenet_v2"
-    eval_fraction: float = 0.15
-    test_fraction: float = 0.15
-    split_salt: str = ""
+    data_uri: str = DATA_URI.field()
+    registry_uri: str = REGISTRY_URI.field()
+    model_name: str = MODEL_NAME.field()
+    target_env: str = TARGET_ENV.field()
+    image_size: int = Setting(int, 224, "input height and width in pixels", check=at_least(1)).field()
+    eval_fraction: float = Setting(
+        float, 0.15, "share of each class in the eval split", check=in_range(0, 1, high_open=True)
+    ).field()
+    test_fraction: float = Setting(
+        float, 0.15, "share of each class in the test split", check=in_range(0, 1, high_open=True)
+    ).field()
+    split_salt: str = Setting(str, "", "string mixed into the content hash that assigns splits").field()
+    max_bad_fraction: float = Setting(
+        float, 0.01, "largest share of unusable input files that is skipped; more fails the run", check=in_range(0, 1)
+    ).field()
+    min_images_per_class: int = Setting(int, 5, "fewest usable images a class may have", check=at_least(1)).field()
+    beam_pipeline_args: tuple[str, ...] = Setting(
+        str, "", "Apache Beam options for preprocessing, e.g. '--runner=DataflowRunner --project=P'", parse=_shell_words
+    ).field()
+    base_model: str = BASE_MODEL.field()
     max_pixels: int = images.DEFAULT_MAX_PIXELS
-    max_bad_fraction: float = 0.01
-    min_images_per_class: int = 5
-    beam_pipeline_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        validate(self)
         base_models.check_image_size(self.base_model, self.image_size)
-        for name in ("eval_fraction", "test_fraction"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {value}")
         if self.eval_fraction + self.test_fraction >= 1.0:
             raise ValueError(
                 f"eval_fraction + test_fraction must be below 1 (nothing left to train on), got "
@@ -104,10 +126,6 @@ class PreprocessSettings:
             )
         if self.max_pixels <= 0:
             raise ValueError(f"max_pixels must be positive, got {self.max_pixels}")
-        if not 0.0 <= self.max_bad_fraction <= 1.0:
-            raise ValueError(f"max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
-        if self.min_images_per_class < 1:
-            raise ValueError(f"min_images_per_class must be >= 1, got {self.min_images_per_class}")
 
 
 class DataError(ValueError):
@@ -188,40 +206,6 @@ def make_preprocessing_fn(image_size: int, scaling: str, labels: Iterable[str]):
         return outputs
 
     return preprocessing_fn
-
-
-def escape_label(label: str) -> str:
-    """A class name as stored in the vocabulary file: ``\\`` -> ``\\\\``, line feed -> ``\\n``,
-    carriage return -> ``\\r`` (one token per line); every other name is unchanged."""
-    return label.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
-
-
-def unescape_label(token: str) -> str:
-    """Inverse of ``escape_label``."""
-    out, i = [], 0
-    while i < len(token):
-        if token[i] == "\\" and i + 1 < len(token):
-            out.append({"n": "\n", "r": "\r"}.get(token[i + 1], token[i + 1]))
-            i += 2
-        else:
-            out.append(token[i])
-            i += 1
-    return "".join(out)
-
-
-def vocabulary(tft_output: Any) -> list[str]:
-    """The class names of a transform graph, in label-index order."""
-    return [unescape_label(v.decode()) for v in tft_output.vocabulary_by_name(LABEL_VOCABULARY)]
-
-
-def raw_feature_spec() -> dict[str, Any]:
-    """The feature spec of the split examples (and the transform graph's raw input)."""
-    import tensorflow as tf
-
-    return {
-        IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
-        LABEL_KEY: tf.io.FixedLenFeature([], tf.string),
-    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -687,7 +671,7 @@ def run_preprocess_in_process(
     spec = base_models.get_spec(settings.base_model)
     preprocessing_fn = make_preprocessing_fn(settings.image_size, spec.scaling, labels)
     metadata = dataset_metadata.DatasetMetadata.from_feature_spec(raw_feature_spec())
-    manifest = posixpath.join(examples_dir, MANIFEST)
+    manifest = posixpath.join(examples_dir, MANIFEST_FILE)
 
     def chunks(p: Any, stage: str) -> Any:
         """The input as lists of up to ``CHUNK_SIZE`` files (or parsed records): one Beam element
@@ -721,7 +705,7 @@ def run_preprocess_in_process(
                     _examples_chunk, beam.pvalue.AsDict(rows.actions), settings).with_outputs(*SPLITS, "labels")
                 for split in SPLITS:
                     _ = examples[split] | f"Write{split}" >> beam.io.WriteToTFRecord(
-                        posixpath.join(examples_dir, split, "part"), file_name_suffix=".tfrecord")
+                        posixpath.join(examples_dir, split, "part"), file_name_suffix=EXAMPLES_SUFFIX)
                 # The vocabulary needs labels only: the analysis never decodes an image.
                 transform_fn = (examples["labels"], metadata) | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
                 _ = transform_fn | "WriteTransform" >> tft_beam.WriteTransformFn(transform_dir)

@@ -13,9 +13,7 @@ import shutil
 import tempfile
 from typing import Any
 
-from components.finetune import KERAS_FILE, SERVING_DIR, TRAINING_FILE
-
-EVALUATION_FILE = "evaluation.json"
+from components.artifacts import EVALUATION_FILE, KERAS_FILE, SERVING_DIR, TRAINING_FILE
 
 
 def build_metadata(

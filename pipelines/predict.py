@@ -6,6 +6,10 @@ import os
 import tempfile
 from typing import Any, Iterator
 
+from components.artifacts import (
+    CLASS_NAMES, OUTPUT_CONFIDENCE, OUTPUT_LABEL, OUTPUT_PROBABILITIES, SERVING_DIR, SERVING_INPUT, SERVING_SIGNATURE,
+)
+
 _BATCH = 64
 
 
@@ -25,8 +29,6 @@ def resolve_model_dir(
     if bool(model_dir) == bool(registry_uri):
         raise ValueError("give either --model-dir DIR or --registry-uri URI --model NAME (--version N | --alias ENV)")
     if model_dir:
-        from components.finetune import SERVING_DIR
-
         if not os.path.isfile(os.path.join(model_dir, "saved_model.pb")) and os.path.isfile(os.path.join(model_dir, SERVING_DIR, "saved_model.pb")):
             model_dir = os.path.join(model_dir, SERVING_DIR)
         if not os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
@@ -76,12 +78,12 @@ def predict_files(model_dir: str, files: list[str]) -> Iterator[dict[str, Any]]:
     import tensorflow as tf
 
     loaded = tf.saved_model.load(model_dir)
-    serve = loaded.signatures["serving_default"]
-    class_names = [c.decode() for c in loaded.class_names.numpy()]
+    serve = loaded.signatures[SERVING_SIGNATURE]
+    class_names = [c.decode() for c in getattr(loaded, CLASS_NAMES).numpy()]
     for start in range(0, len(files), _BATCH):
         batch = [(path, *_load_image(path)) for path in files[start:start + _BATCH]]
         good = [data for _, data, _ in batch if data is not None]
-        out = serve(image_bytes=tf.constant(good)) if good else None
+        out = serve(**{SERVING_INPUT: tf.constant(good)}) if good else None
         i = 0
         for path, data, error in batch:
             if data is None:
@@ -89,9 +91,9 @@ def predict_files(model_dir: str, files: list[str]) -> Iterator[dict[str, Any]]:
                 continue
             yield {
                 "file": path,
-                "label": out["label"][i].numpy().decode(),
-                "confidence": float(out["confidence"][i]),
-                "probabilities": {c: float(p) for c, p in zip(class_names, out["probabilities"][i].numpy())},
+                "label": out[OUTPUT_LABEL][i].numpy().decode(),
+                "confidence": float(out[OUTPUT_CONFIDENCE][i]),
+                "probabilities": {c: float(p) for c, p in zip(class_names, out[OUTPUT_PROBABILITIES][i].numpy())},
             }
             i += 1
 

@@ -53,7 +53,8 @@ def worse_model(trained_model, preprocessed, tmp_path_factory):
     import keras
     import tensorflow_transform as tft
 
-    from components.finetune import KERAS_FILE, export_serving
+    from components.artifacts import KERAS_FILE
+    from components.finetune import export_serving
 
     model_dir, summary = trained_model
     model = keras.models.load_model(os.path.join(model_dir, KERAS_FILE))
@@ -71,7 +72,7 @@ def test_challenger_is_scored_against_the_champion_on_the_same_test_split(traine
     champion better by more than the tolerance blocks the push."""
     from components import registry
     from components.evaluate import run_evaluate
-    from components.finetune import SERVING_DIR, split_files
+    from components.artifacts import SERVING_DIR, split_files
 
     model_dir, summary = trained_model
     serving = os.path.join(model_dir, SERVING_DIR)
@@ -105,7 +106,7 @@ def test_paired_test_between_two_real_models_is_antisymmetric(trained_model, wor
     stays, and the model that is less accurate by more than the tolerance is the one blocked."""
     from components import registry
     from components.evaluate import mcnemar_test, read_split, run_evaluate, score_champion
-    from components.finetune import SERVING_DIR, split_files
+    from components.artifacts import SERVING_DIR, split_files
 
     serving = os.path.join(trained_model[0], SERVING_DIR)
     test_files = split_files(preprocessed["examples"], "test")
@@ -137,7 +138,7 @@ def test_paired_test_between_two_real_models_is_antisymmetric(trained_model, wor
 
 def test_run_evaluate_reports_new_metrics_and_diagnoses_the_real_training_curves(trained_model, preprocessed):
     from components.evaluate import diagnose_fit, run_evaluate
-    from components.finetune import SERVING_DIR, split_files
+    from components.artifacts import SERVING_DIR, split_files
 
     model_dir, summary = trained_model
     result = run_evaluate(split_files(preprocessed["examples"], "test"), os.path.join(model_dir, SERVING_DIR), 0.0, training=summary)
@@ -164,7 +165,7 @@ def test_evaluate_component_logs_metrics_and_writes_everything(trained_model, pr
     from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
     from components import kfp_components, registry
-    from components.finetune import SERVING_DIR
+    from components.artifacts import SERVING_DIR
 
     model_dir, summary = trained_model
     reg_uri = str(tmp_path / "registry")

@@ -6,8 +6,9 @@ import sys
 import numpy as np
 import pytest
 
+from components import artifacts
 from components import finetune as ft
-from components.preprocess import IMAGE_KEY
+from components.artifacts import IMAGE_KEY
 
 
 def test_settings_are_validated():
@@ -90,11 +91,11 @@ def test_finetune_trains_the_head_and_loss_falls(trained):
     assert loss[-1] < loss[0] * 0.9
     assert [r["phase"] for r in summary["epochs"]] == ["head"] * 4 and summary["fast_path"] is True
     assert summary["labels"] and sorted(summary["labels"]) == ["5", "6", "7", "8", "9"]
-    with open(os.path.join(model_dir, ft.TRAINING_FILE)) as f:
+    with open(os.path.join(model_dir, artifacts.TRAINING_FILE)) as f:
         assert json.load(f)["history"]["loss"] == loss
-    assert os.path.isfile(os.path.join(model_dir, ft.KERAS_FILE))
+    assert os.path.isfile(os.path.join(model_dir, artifacts.KERAS_FILE))
     assert os.listdir(os.path.join(model_dir, "tensorboard", "head"))
-    with open(os.path.join(model_dir, ft.REPORT_FILE)) as f:
+    with open(os.path.join(model_dir, artifacts.TRAINING_REPORT_FILE)) as f:
         report = f.read()
     assert report.count("| head |") == 4 and "fast path" in report
 
@@ -106,7 +107,7 @@ def test_frozen_base_weights_are_unchanged_by_training(trained, backbone_weights
     from components.base_models import build_base_model
 
     model_dir, _ = trained
-    model = keras.models.load_model(os.path.join(model_dir, ft.KERAS_FILE))
+    model = keras.models.load_model(os.path.join(model_dir, artifacts.KERAS_FILE))
     reference = build_base_model("mobilenet_v2", 32, None, 0.35)
     reference.load_weights(backbone_weights[0])
     trained_base = model.get_layer(reference.name)
@@ -126,7 +127,7 @@ def test_exported_serving_signature_matches_keras_model_in_a_fresh_process(train
     import tensorflow as tf
 
     pixels = tft_output.transform_raw_features({IMAGE_KEY: tf.constant(encoded)}, drop_unused_features=True)[IMAGE_KEY]
-    expected = np.asarray(keras.models.load_model(os.path.join(model_dir, ft.KERAS_FILE))(pixels, training=False))
+    expected = np.asarray(keras.models.load_model(os.path.join(model_dir, artifacts.KERAS_FILE))(pixels, training=False))
     # Fresh process: only TensorFlow and the SavedModel, raw bytes in.
     script = (
         "import json, sys, tensorflow as tf\n"
@@ -136,7 +137,7 @@ def test_exported_serving_signature_matches_keras_model_in_a_fresh_process(train
         "print(json.dumps({'p': out['probabilities'].numpy().tolist(), 'label': [l.decode() for l in out['label'].numpy()]}))\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", script, os.path.join(model_dir, ft.SERVING_DIR), json.dumps(files)],
+        [sys.executable, "-c", script, os.path.join(model_dir, artifacts.SERVING_DIR), json.dumps(files)],
         capture_output=True, text=True, check=True,
     )
     got = json.loads(proc.stdout.strip().splitlines()[-1])

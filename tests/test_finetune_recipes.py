@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from components import artifacts
 from components import finetune as ft
 from components.base_models import BASE_MODELS, build_base_model
 
@@ -154,9 +155,9 @@ def test_base_from_a_saved_keras_model(trained_model, tmp_path):
 
     model_dir, _ = trained_model
     base = ft.load_base_model(
-        ft.FinetuneSettings(base_weights=os.path.join(model_dir, ft.KERAS_FILE), width_multiplier=0.35), 32, str(tmp_path)
+        ft.FinetuneSettings(base_weights=os.path.join(model_dir, artifacts.KERAS_FILE), width_multiplier=0.35), 32, str(tmp_path)
     )
-    previous = keras.models.load_model(os.path.join(model_dir, ft.KERAS_FILE)).get_layer(base.name)
+    previous = keras.models.load_model(os.path.join(model_dir, artifacts.KERAS_FILE)).get_layer(base.name)
     for a, b in zip(base.weights, previous.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -176,7 +177,7 @@ def test_fast_path_matches_model_fit(preprocessed, backbone_weights, tmp_path):
         summary = ft.run_finetune(preprocessed["examples"], preprocessed["transform"], out,
                                   _settings(backbone_weights[0], epochs=3, fast_path=fast))
         assert summary["fast_path"] is fast
-        runs[fast] = (summary, keras.models.load_model(os.path.join(out, ft.KERAS_FILE)).get_layer("head_classifier").get_weights())
+        runs[fast] = (summary, keras.models.load_model(os.path.join(out, artifacts.KERAS_FILE)).get_layer("head_classifier").get_weights())
     for a, b in zip(runs[True][1], runs[False][1]):
         np.testing.assert_allclose(a, b, atol=2e-4)
     assert runs[True][0]["history"]["val_accuracy"] == pytest.approx(runs[False][0]["history"]["val_accuracy"], abs=0.02)
@@ -193,7 +194,7 @@ def test_two_phase_unfreezes_top_layers_but_not_batchnorm(preprocessed, backbone
     assert summary["unfrozen_layers"] > 0
     reference = build_base_model("mobilenet_v2", 32, None, 0.35)
     reference.load_weights(backbone_weights[0])
-    tuned = keras.models.load_model(os.path.join(out, ft.KERAS_FILE)).get_layer(reference.name)
+    tuned = keras.models.load_model(os.path.join(out, artifacts.KERAS_FILE)).get_layer(reference.name)
     changed = {}
     for before, after in zip(reference.weights, tuned.weights):
         changed[before.path] = not np.array_equal(np.asarray(before), np.asarray(after))
@@ -233,7 +234,7 @@ def test_killed_training_resumes_from_the_last_completed_epoch(preprocessed, bac
         assert time.monotonic() < deadline, "training never reached fine-tune epoch 2"
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    assert not os.path.exists(os.path.join(killed_dir, ft.KERAS_FILE))
+    assert not os.path.exists(os.path.join(killed_dir, artifacts.KERAS_FILE))
 
     resumed = subprocess.run([sys.executable, "-c", _RESUME_SCRIPT, *args, killed_dir, json.dumps(kw)],
                              capture_output=True, text=True, check=True)
@@ -241,15 +242,15 @@ def test_killed_training_resumes_from_the_last_completed_epoch(preprocessed, bac
     assert any(l.startswith("head phase: already complete") for l in lines)
     assert "fine_tune: resuming after epoch 2 of 5" in "\n".join(lines)
     assert [l.split(":")[0] for l in lines if l.startswith("fine_tune epoch")] == [f"fine_tune epoch {i}/5" for i in (3, 4, 5)]
-    with open(os.path.join(killed_dir, ft.TRAINING_FILE)) as f:
+    with open(os.path.join(killed_dir, artifacts.TRAINING_FILE)) as f:
         after_kill = json.load(f)
     assert [(r["phase"], r["epoch"]) for r in after_kill["epochs"]] == [("head", 1), ("head", 2)] + [("fine_tune", i) for i in range(1, 6)]
 
     straight = str(tmp_path / "straight")
     summary = ft.run_finetune(*args, straight, ft.FinetuneSettings(**kw))
     assert after_kill["history"]["val_accuracy"][-1] == pytest.approx(summary["history"]["val_accuracy"][-1], abs=0.05)
-    a = keras.models.load_model(os.path.join(killed_dir, ft.KERAS_FILE)).get_layer("head_classifier").get_weights()[0]
-    b = keras.models.load_model(os.path.join(straight, ft.KERAS_FILE)).get_layer("head_classifier").get_weights()[0]
+    a = keras.models.load_model(os.path.join(killed_dir, artifacts.KERAS_FILE)).get_layer("head_classifier").get_weights()[0]
+    b = keras.models.load_model(os.path.join(straight, artifacts.KERAS_FILE)).get_layer("head_classifier").get_weights()[0]
     assert np.linalg.norm(a - b) / np.linalg.norm(b) < 0.05
 
 

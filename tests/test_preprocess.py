@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from components import artifacts
 from components import images, sources
 from components import preprocess as pre
 
@@ -29,7 +30,7 @@ def test_assign_split_is_deterministic_and_follows_the_fractions():
     hashes = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(20_000)]
     splits = [pre.assign_split(h, 0.15, 0.15) for h in hashes]
     assert splits == [pre.assign_split(h, 0.15, 0.15) for h in hashes]
-    shares = {s: splits.count(s) / len(splits) for s in pre.SPLITS}
+    shares = {s: splits.count(s) / len(splits) for s in artifacts.SPLITS}
     assert shares["test"] == pytest.approx(0.15, abs=0.01)
     assert shares["eval"] == pytest.approx(0.15, abs=0.01)
     assert shares["train"] == pytest.approx(0.70, abs=0.01)
@@ -109,7 +110,7 @@ def test_preprocess_outputs_on_real_digits(preprocessed, small_digits_dir):
     assert stats["skipped"] == [] and stats["bad_fraction"] == 0.0
     assert stats["image_sizes"] == {"<=32": 200} and stats["image_modes"] == {"L": 200} and stats["image_formats"] == {"PNG": 200}
     # The manifest's split for every image is the pure function's answer for its content hash.
-    with open(os.path.join(preprocessed["examples"], pre.MANIFEST)) as f:
+    with open(os.path.join(preprocessed["examples"], artifacts.MANIFEST_FILE)) as f:
         rows = [json.loads(line) for line in f]
     assert len(rows) == 200
     assert {r["status"] for r in rows} == {"ok"}
@@ -117,7 +118,7 @@ def test_preprocess_outputs_on_real_digits(preprocessed, small_digits_dir):
         with open(row["uri"], "rb") as img:
             assert row["sha256"] == hashlib.sha256(img.read()).hexdigest()
         assert row["split"] == pre.assign_split(row["sha256"], 0.15, 0.15)
-    for split in pre.SPLITS:
+    for split in artifacts.SPLITS:
         assert glob.glob(os.path.join(preprocessed["examples"], split, "*.tfrecord"))
 
 
@@ -127,22 +128,22 @@ def test_transform_graph_decodes_resizes_and_scales(preprocessed, tmp_path):
     import tensorflow_transform as tft
 
     out = tft.TFTransformOutput(preprocessed["transform"])
-    vocab = [v.decode() for v in out.vocabulary_by_name(pre.LABEL_VOCABULARY)]
+    vocab = [v.decode() for v in out.vocabulary_by_name(artifacts.LABEL_VOCABULARY)]
     assert vocab == ["5", "6", "7", "8", "9"]  # sorted by name, not by frequency
     white, gray = _png(255, size=(8, 8)), _png(51, size=(40, 20), mode="L")
     rgb = io.BytesIO()
     Image.new("RGB", (32, 32), (255, 0, 0)).save(rgb, format="PNG")
     result = out.transform_raw_features(
-        {pre.IMAGE_KEY: tf.constant([white, gray, rgb.getvalue()]), pre.LABEL_KEY: tf.constant([b"7", b"5", b"unknown"])},
+        {artifacts.IMAGE_KEY: tf.constant([white, gray, rgb.getvalue()]), artifacts.LABEL_KEY: tf.constant([b"7", b"5", b"unknown"])},
         drop_unused_features=True,
     )
-    images = result[pre.IMAGE_KEY].numpy()
+    images = result[artifacts.IMAGE_KEY].numpy()
     assert images.shape == (3, 32, 32, 3) and images.dtype == np.float32
     np.testing.assert_allclose(images[0], 1.0, atol=1e-5)  # 255 -> +1 ("tf" scaling: x / 127.5 - 1)
     np.testing.assert_allclose(images[1], 51 / 127.5 - 1, atol=1e-4)  # grayscale -> 3 channels
     np.testing.assert_allclose(images[2][..., 0], 1.0, atol=1e-5)
     np.testing.assert_allclose(images[2][..., 1:], -1.0, atol=1e-5)
-    labels = result[pre.LABEL_KEY].numpy().tolist()
+    labels = result[artifacts.LABEL_KEY].numpy().tolist()
     assert labels == [vocab.index("7"), vocab.index("5"), -1]
 
 

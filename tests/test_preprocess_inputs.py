@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from components import artifacts
 from components import preprocess as pre
 
 CAT, DOG = "chat noir", "día\nperro"  # class names as folders may have them (space, accent, newline)
@@ -41,11 +42,11 @@ def _read_examples(examples_dir):
     import tensorflow as tf
 
     out = {}
-    for split in pre.SPLITS:
+    for split in artifacts.SPLITS:
         files = tf.io.gfile.glob(os.path.join(examples_dir, split, "*.tfrecord"))
         for raw in tf.data.TFRecordDataset(files).as_numpy_iterator():
-            ex = tf.io.parse_single_example(raw, pre.raw_feature_spec())
-            out.setdefault(split, []).append((ex[pre.IMAGE_KEY].numpy(), ex[pre.LABEL_KEY].numpy().decode()))
+            ex = tf.io.parse_single_example(raw, artifacts.raw_feature_spec())
+            out.setdefault(split, []).append((ex[artifacts.IMAGE_KEY].numpy(), ex[artifacts.LABEL_KEY].numpy().decode()))
     return out
 
 
@@ -118,7 +119,7 @@ def test_each_bad_input_kind_is_skipped_with_its_reason(messy):
     # Regression (new-user review): the manifest left out what listing set aside (notes.txt,
     # stray.png); it holds one line per input file, with the same reasons.
     _, root, _ = messy
-    with open(root / "ex" / pre.MANIFEST) as f:
+    with open(root / "ex" / artifacts.MANIFEST_FILE) as f:
         rows = [json.loads(line) for line in f]
     assert len(rows) == stats["num_files"]
     assert {os.path.relpath(r["uri"], data): r["reason"] for r in rows if r["status"] != "ok"} == reasons
@@ -148,7 +149,7 @@ def test_every_format_becomes_a_decodable_image_the_right_way_up(messy):
 
 def test_duplicates_share_a_split_and_the_manifest_says_so(messy):
     data, root, _ = messy
-    with open(root / "ex" / pre.MANIFEST) as f:
+    with open(root / "ex" / artifacts.MANIFEST_FILE) as f:
         rows = {os.path.relpath(r["uri"], data): r for r in map(json.loads, f)}
     original, copy = rows[f"{CAT}/0.png"], rows[f"{CAT}/copy-of-0.png"]
     assert original["sha256"] == copy["sha256"] and original["split"] == copy["split"]
@@ -161,16 +162,16 @@ def test_label_vocabulary_is_sorted_and_holds_any_folder_name(messy):
 
     _, root, _ = messy
     out = tft.TFTransformOutput(str(root / "tf"))
-    assert pre.vocabulary(out) == sorted([CAT, DOG])
+    assert artifacts.vocabulary(out) == sorted([CAT, DOG])
     # The escaped form is what the file holds: one class per line, the line break spelled out.
-    assert [v.decode() for v in out.vocabulary_by_name(pre.LABEL_VOCABULARY)] == ["chat noir", "día\\nperro"]
+    assert [v.decode() for v in out.vocabulary_by_name(artifacts.LABEL_VOCABULARY)] == ["chat noir", "día\\nperro"]
     import tensorflow as tf
 
     png = _image_bytes(1)
     indices = out.transform_raw_features(
-        {pre.IMAGE_KEY: tf.constant([png, png]), pre.LABEL_KEY: tf.constant([DOG.encode(), CAT.encode()])}, drop_unused_features=True
+        {artifacts.IMAGE_KEY: tf.constant([png, png]), artifacts.LABEL_KEY: tf.constant([DOG.encode(), CAT.encode()])}, drop_unused_features=True
     )
-    assert indices[pre.LABEL_KEY].numpy().tolist() == [1, 0]
+    assert indices[artifacts.LABEL_KEY].numpy().tolist() == [1, 0]
 
 
 def test_report_says_the_label_set_differs_from_the_champion(messy):
@@ -239,7 +240,7 @@ def test_csv_manifest_and_split_stability_when_data_is_added(tmp_path):
     assert second["num_images"] == 61
 
     def splits(folder):
-        with open(tmp_path / folder / pre.MANIFEST) as f:
+        with open(tmp_path / folder / artifacts.MANIFEST_FILE) as f:
             return {r["uri"]: r["split"] for r in map(json.loads, f) if r["status"] == "ok"}
 
     before, after = splits("ex1"), splits("ex2")
@@ -310,7 +311,7 @@ def test_copies_and_conversions_are_found_across_chunks_and_workers(across_chunk
     assert stats["conflicts"] == 2 and stats["duplicates"] == 1 and stats["converted"] == 1
     # Both copies of the conflicting image are excluded; the duplicate and the photo are kept.
     assert stats["num_images"] == 2 * n - 1 + 1 + 1
-    with open(tmp_path / "ex" / pre.MANIFEST) as f:
+    with open(tmp_path / "ex" / artifacts.MANIFEST_FILE) as f:
         rows = {os.path.relpath(r["uri"], across_chunks): r for r in map(json.loads, f)}
     assert len(rows) == stats["num_files"]
     assert rows["a/000.png"]["status"] == rows["b/999-copy-of-a000.png"]["status"] == "conflict"

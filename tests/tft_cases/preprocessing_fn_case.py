@@ -16,6 +16,7 @@ from PIL import Image
 from tensorflow_transform.beam import tft_unit
 from tensorflow_transform.tf_metadata import dataset_metadata
 
+from components import artifacts
 from components import preprocess as pre
 
 
@@ -32,7 +33,7 @@ class PreprocessingFnTest(tft_unit.TransformTestCase):
             {"image": _png(51, (3, 7), mode="L"), "label": b"ant"},
             {"image": _png((0, 0, 255, 0), (5, 5), mode="RGBA"), "label": b"zebra"},
         ]
-        metadata = dataset_metadata.DatasetMetadata.from_feature_spec(pre.raw_feature_spec())
+        metadata = dataset_metadata.DatasetMetadata.from_feature_spec(artifacts.raw_feature_spec())
         red = np.zeros((4, 4, 3), np.float32) - 1.0
         red[..., 0] = 1.0
         gray = np.full((4, 4, 3), 51 / 127.5 - 1.0, np.float32)
