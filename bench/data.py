@@ -1,8 +1,8 @@
 """Benchmark data: scikit-learn's handwritten digits written as class folders of image files.
 
 Nothing is downloaded: the 1,797 bundled 8x8 digits (``sklearn.datasets.load_digits``) are the
-source. ``write_digit_jpegs`` upscales them to RGB JPEGs of the size TRAPS.md's throughput figures
-were measured at (96 px); past 1,797 images each further copy is shifted by a pixel, so every file
+source. ``write_digit_jpegs`` upscales them to RGB JPEGs of 96 px, the size
+the project's throughput figures were first measured at; past 1,797 images each further copy is shifted by a pixel, so every file
 has distinct content (the preprocess step groups identical images as duplicates).
 """
 

@@ -1,6 +1,7 @@
 """Rows of the preprocess step: throughput against plain tf.data, fixed cost, peak memory.
 
-Data: digit JPEGs at 96 px (``bench.data``): ``BIG`` files (TRAPS.md's figure of 2,688) and
+Data: digit JPEGs at 96 px (``bench.data``): ``BIG`` files (2,688: the set the first
+throughput figures were measured on) and
 ``LARGE`` = 4 x ``BIG``; ``TINY`` files measure the step's fixed cost. Every preprocess run is
 ``components.preprocess.run_preprocess`` called in a fresh process (``bench.workers preprocess``):
 it starts its Beam worker process, as in production.

@@ -15,7 +15,6 @@ import json
 import os
 import resource
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -111,51 +110,43 @@ def tf_data(req: dict[str, Any]) -> dict[str, Any]:
 
 
 def direct_pipeline(req: dict[str, Any]) -> dict[str, Any]:
-    """The four steps' functions called in this one process, as the KFP component bodies call them.
+    """The four steps' entry points (``run_<step>_step``) called in this one process: the very
+    functions the KFP component bodies call, with the settings they build.
 
     Parameters are the pipeline's defaults (``pipelines.pipeline.PARAMETERS``) updated with
-    ``req["params"]``, turned into each step's settings the way ``components.kfp_components``
-    does, so this side trains exactly what the kfp.local side trains. ``seconds`` includes this
-    process's imports (the caller also times the whole process); ``steps`` holds each step's seconds.
+    ``req["params"]``, so this side trains exactly what the kfp.local side trains. ``seconds``
+    includes this process's imports (the caller also times the whole process); ``steps`` holds
+    each step's seconds.
     """
     t0 = time.perf_counter()
-    from components import artifacts, evaluate, finetune, preprocess, push
+    from components.evaluate import run_evaluate_step
+    from components.finetune import run_finetune_step
+    from components.preprocess import run_preprocess_step
+    from components.push import run_push_step
     from pipelines.local import step_settings
     from pipelines.pipeline import PARAMETERS
 
     p = {name: spec[1] for name, spec in PARAMETERS.items()}
     p.update(req["params"])
-    work = req["out_dir"]
+    folders = {name: os.path.join(req["out_dir"], name) for name in ("examples", "transform", "statistics", "model")}
     steps: dict[str, float] = {"imports": time.perf_counter() - t0}
-
-    settings, ft = step_settings(p)
+    pre, ft, ev, push = step_settings(p)
 
     t = time.perf_counter()
-    champion = preprocess.find_champion(p["registry_uri"], p["model_name"], p["target_env"])
-    examples, transform, stats_dir = (os.path.join(work, d) for d in ("examples", "transform", "statistics"))
-    stats = preprocess.run_preprocess(p["data_uri"], examples, transform, settings, champion)
-    os.makedirs(stats_dir, exist_ok=True)
-    preprocess.write_statistics(stats, os.path.join(stats_dir, "statistics.json"), os.path.join(stats_dir, "report.md"))
+    run_preprocess_step(folders["examples"], folders["transform"], folders["statistics"], None, pre)
     steps["preprocess"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    model_dir = os.path.join(work, "model")
-    finetune.run_finetune(examples, transform, model_dir, ft)
+    run_finetune_step(folders["examples"], folders["transform"], folders["model"], ft)
     steps["finetune"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    with tempfile.TemporaryDirectory() as scratch:
-        result = evaluate.run_evaluate(
-            artifacts.split_files(examples, "test"), os.path.join(model_dir, artifacts.SERVING_DIR), p["min_accuracy"],
-            p["registry_uri"], p["model_name"], p["target_env"], p["champion_tolerance"], scratch,
-            training=evaluate.read_training(model_dir), allow_label_change=p["allow_label_change"],
-        )
+    evaluation = os.path.join(req["out_dir"], "evaluation.json")
+    result = run_evaluate_step(folders["examples"], folders["model"], evaluation, os.path.join(req["out_dir"], "report.md"), ev)
     steps["evaluate"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    pushed = None
-    if result["blessed"]:
-        pushed = push.run_push(model_dir, result, stats, p["registry_uri"], p["model_name"], p["target_env"], p["data_uri"], "bench")
+    pushed = run_push_step(folders["model"], evaluation, folders["statistics"], push, "bench") if result["blessed"] else None
     steps["push"] = time.perf_counter() - t
     return {
         "seconds": time.perf_counter() - t0,
@@ -203,7 +194,7 @@ def main(argv: list[str]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     # Like the preprocess worker: leave without interpreter teardown, where TF/TFT objects have
-    # been seen to crash at exit (TRAPS.md) after the work is done and reported.
+    # been seen to crash at exit (signal 11, TFT 1.21 / TF 2.21) after the work is done and reported.
     os._exit(0)
 
 

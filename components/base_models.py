@@ -160,8 +160,9 @@ def set_batchnorm_momentum(model: Any, momentum: float) -> int:
 
     Why: MobileNets ship momentum 0.999, tuned for ImageNet-scale runs. Trained from scratch on a
     few hundred images (a few hundred steps) the moving statistics do not converge and eval
-    accuracy stays at chance while training accuracy reaches 0.99 (measured, see TRAPS.md); 0.9
-    converges within a few epochs.
+    accuracy stays at chance while training accuracy reaches 0.99 (measured on this project's
+    digits: MobileNetV2, about 750 images, 30 epochs, eval accuracy 0.20); with 0.9 eval accuracy
+    was 0.96.
     """
     import keras
 

@@ -30,8 +30,10 @@ import json
 import os
 from typing import Any, Callable, Iterable, Sequence
 
+from components.settings import MODEL_NAME, REGISTRY_URI, TARGET_ENV, Setting, in_range, validate
 from components.artifacts import (
-    CLASS_NAMES, IMAGE_KEY, LABEL_KEY, OUTPUT_PROBABILITIES, SERVING_INPUT, SERVING_SIGNATURE, TRAINING_FILE, raw_feature_spec,
+    CLASS_NAMES, IMAGE_KEY, LABEL_KEY, OUTPUT_PROBABILITIES, SERVING_DIR, SERVING_INPUT, SERVING_SIGNATURE, TRAINING_FILE,
+    raw_feature_spec, split_files,
 )
 
 _BATCH = 256
@@ -67,6 +69,35 @@ UNDERFIT_REMEDIES = (
     "a higher `learning_rate` for the head",
     "a larger base model or input size (`base_model`, `width_multiplier`, `image_size`)",
 )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EvaluateSettings:
+    """Settings of the evaluate step, validated on construction.
+
+    Attributes:
+        registry_uri, model_name, target_env: Where the champion is (the model ``target_env``
+            points at); an empty one of them skips the comparison.
+        min_accuracy: Test accuracy floor for blessing, in [0, 1].
+        champion_tolerance: How much lower than the champion's accuracy the challenger may
+            score and still be blessed, in [0, 1] (an accuracy difference).
+        allow_label_change: Bless a model trained on another label set than the champion's
+            (see ``decide_blessing``).
+    """
+
+    registry_uri: str = REGISTRY_URI.field()
+    model_name: str = MODEL_NAME.field()
+    target_env: str = TARGET_ENV.field()
+    min_accuracy: float = Setting(float, 0.5, "test accuracy floor for blessing, in [0, 1]", check=in_range(0, 1)).field()
+    champion_tolerance: float = Setting(
+        float, 0.0, "how much lower than the champion's accuracy the challenger may score", check=in_range(0, 1)
+    ).field()
+    allow_label_change: bool = Setting(
+        bool, False, "let a model trained on another label set than the champion's replace it"
+    ).field()
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -738,25 +769,16 @@ def read_training(model_dir: str) -> dict[str, Any] | None:
 def run_evaluate(
     test_files: list[str],
     model_dir: str,
-    min_accuracy: float,
-    registry_uri: str = "",
-    model_name: str = "",
-    target_env: str = "",
-    tolerance: float = 0.0,
+    settings: EvaluateSettings,
     scratch_dir: str = "/tmp",
     training: dict[str, Any] | None = None,
-    allow_label_change: bool = False,
 ) -> dict[str, Any]:
     """Scores the challenger's serving model on the test split and decides its blessing.
-
-    ``allow_label_change``: see ``decide_blessing``.
 
     Args:
         test_files: TFRecord files of the test split.
         model_dir: Folder of the serving SavedModel (``finetune``'s ``serving/``).
-        min_accuracy: Accuracy floor in [0, 1].
-        registry_uri, model_name, target_env: Where the champion is; empty to skip it.
-        tolerance: Allowed accuracy drop against the champion, >= 0.
+        settings: The floor, the tolerance and where the champion is (``EvaluateSettings``).
         scratch_dir: Local folder for downloading the champion.
         training: The content of the model folder's ``training.json`` (``run_finetune``'s
             summary); its ``history`` is diagnosed by ``diagnose_fit``. None skips the diagnosis.
@@ -769,15 +791,11 @@ def run_evaluate(
         or None.
 
     Raises:
-        ValueError: ``min_accuracy`` outside [0, 1], negative tolerance, empty test split, a
-            ``training`` without a usable ``history`` (see ``diagnose_fit``).
+        ValueError: empty test split, a ``training`` without a usable ``history`` (see
+            ``diagnose_fit``).
     """
     import numpy as np
 
-    if not 0.0 <= min_accuracy <= 1.0:
-        raise ValueError(f"min_accuracy must be in [0, 1], got {min_accuracy}")
-    if tolerance < 0:
-        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     images, labels = read_split(test_files)
     predict, class_names = load_serving(model_dir)
     probabilities = predict(images)
@@ -788,8 +806,10 @@ def run_evaluate(
             raise ValueError(f"training summary has no 'history' (keys: {sorted(training)})")
         diagnosis = diagnose_fit(training["history"], num_classes=len(class_names))
     champion, paired, champion_accuracy = None, None, None
-    if registry_uri and model_name and target_env:
-        champion = score_champion(registry_uri, model_name, target_env, class_names, images, labels, scratch_dir)
+    if settings.registry_uri and settings.model_name and settings.target_env:
+        champion = score_champion(
+            settings.registry_uri, settings.model_name, settings.target_env, class_names, images, labels, scratch_dir
+        )
     if champion and champion["status"] == "compared":
         truth = np.array(labels)
         ours = np.array([class_names[i] for i in probabilities.argmax(axis=1)]) == truth
@@ -802,7 +822,8 @@ def run_evaluate(
         removed = sorted(set(champion["classes"]) - set(class_names))
         label_change = f"champion version {champion['version']}: added {added}, removed {removed}"
     blessing = decide_blessing(
-        "accuracy", metrics["accuracy"], min_accuracy, champion_accuracy, tolerance, paired, label_change, allow_label_change
+        "accuracy", metrics["accuracy"], settings.min_accuracy, champion_accuracy, settings.champion_tolerance, paired,
+        label_change, settings.allow_label_change,
     )
     reason = blessing.reason
     return {
@@ -821,3 +842,41 @@ def write_json(obj: Any, path: str) -> None:
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=2)
     os.replace(tmp, path)
+
+
+def run_evaluate_step(
+    examples_dir: str,
+    model_dir: str,
+    evaluation_path: str,
+    report_path: str,
+    settings: EvaluateSettings,
+) -> dict[str, Any]:
+    """The evaluate step: scores the ``model`` artifact's serving model on the ``examples``
+    artifact's test split against the floor and the champion, and writes the evaluation.
+
+    Args:
+        examples_dir: The preprocess step's ``examples`` artifact folder.
+        model_dir: The finetune step's ``model`` artifact folder (its ``serving/`` is scored, its
+            ``training.json`` diagnosed).
+        evaluation_path: Output file: ``run_evaluate``'s result as JSON (push copies it).
+        report_path: Output file: the Markdown report (``report_markdown``).
+        settings: ``EvaluateSettings``.
+
+    Returns:
+        ``run_evaluate``'s result.
+
+    Raises:
+        FileNotFoundError: no test split in ``examples_dir``.
+        ValueError, components.registry.RegistryError: see ``run_evaluate``.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="evaluate-") as scratch:
+        result = run_evaluate(
+            split_files(examples_dir, "test"), os.path.join(model_dir, SERVING_DIR), settings, scratch,
+            training=read_training(model_dir),
+        )
+    write_json(result, evaluation_path)
+    with open(report_path, "w") as f:
+        f.write(report_markdown(result))
+    return result

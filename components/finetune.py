@@ -1014,3 +1014,13 @@ def run_finetune(examples_dir: str, transform_dir: str, model_dir: str, settings
         if not settings.checkpoint_dir:
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
         return summary
+
+
+def run_finetune_step(
+    examples_dir: str, transform_graph_dir: str, model_dir: str, settings: FinetuneSettings, report_path: str | None = None
+) -> dict[str, Any]:
+    """The finetune step: ``run_finetune``, plus the training report copied to ``report_path``."""
+    summary = run_finetune(examples_dir, transform_graph_dir, model_dir, settings)
+    if report_path:
+        shutil.copyfile(os.path.join(model_dir, TRAINING_REPORT_FILE), report_path)
+    return summary

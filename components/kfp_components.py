@@ -18,9 +18,19 @@ from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, M
 from components.image import COMPONENT_IMAGE
 
 
+# KFP adds task inputs named ``accelerator_type`` and ``accelerator_count`` to a task whose
+# accelerator is set from pipeline parameters (``set_accelerator_type``/``set_accelerator_limit``);
+# a component input of the same name would receive that input's placeholder text, not the value
+# (seen with kfp 2.17.3: kfp.local fails with "invalid literal for int()"). The finetune
+# component therefore takes these two settings under other names.
+RENAMED_INPUTS = {"accelerator_type": "requested_accelerator_type", "accelerator_count": "requested_accelerator_count"}
+
+
 def preprocess(
     data_uri: str,
-    base_model: str,
+    registry_uri: str,
+    model_name: str,
+    target_env: str,
     image_size: int,
     eval_fraction: float,
     test_fraction: float,
@@ -28,32 +38,24 @@ def preprocess(
     max_bad_fraction: float,
     min_images_per_class: int,
     beam_pipeline_args: str,
-    registry_uri: str,
-    model_name: str,
-    target_env: str,
+    base_model: str,
     examples: Output[Dataset],
     transform_graph: Output[Artifact],
     statistics: Output[Artifact],
     statistics_report: Output[Markdown],
 ):
-    """Raw images -> split examples, tf.Transform graph, statistics (vs the champion's labels)."""
-    import os
-    import shlex
+    """Raw images -> split examples, tf.Transform graph, statistics (vs the champion's labels).
 
-    from components import preprocess as step
-    from components.artifacts import STATISTICS_FILE
+    The parameters are the fields of ``components.preprocess.PreprocessSettings`` (their help
+    and checks are there); the artifacts' layout is in ``components.artifacts``.
+    """
+    from components.preprocess import PreprocessSettings, run_preprocess_step
+    from components.settings import from_parameters
     from components.step_errors import reported
 
     with reported("preprocess"):
-        settings = step.PreprocessSettings(
-            image_size=image_size, base_model=base_model, eval_fraction=eval_fraction,
-            test_fraction=test_fraction, split_salt=split_salt, max_bad_fraction=max_bad_fraction,
-            min_images_per_class=min_images_per_class, beam_pipeline_args=tuple(shlex.split(beam_pipeline_args)),
-        )
-        champion = step.find_champion(registry_uri, model_name, target_env)
-        stats = step.run_preprocess(data_uri, examples.path, transform_graph.path, settings, champion)
-        os.makedirs(statistics.path, exist_ok=True)
-        step.write_statistics(stats, os.path.join(statistics.path, STATISTICS_FILE), statistics_report.path)
+        settings = from_parameters(PreprocessSettings, locals())
+        stats = run_preprocess_step(examples.path, transform_graph.path, statistics.path, statistics_report.path, settings)
         examples.metadata.update(num_images=stats["num_images"], classes=stats["classes"], fingerprint=stats["fingerprint"])
 
 
@@ -91,43 +93,38 @@ def finetune(
     mixed_precision: str,
     checkpoint_dir: str,
     seed: int,
+    requested_accelerator_type: str,
+    requested_accelerator_count: int,
     model: Output[Model],
     training_metrics: Output[Metrics],
     training_report: Output[Markdown],
 ):
-    """Fine-tunes the base model under a new head (one or two phases); exports Keras and serving models."""
-    import os
-    import shutil
+    """Fine-tunes the base model under a new head (one or two phases); exports Keras and serving models.
 
-    from components import finetune as step
-    from components.artifacts import TRAINING_REPORT_FILE
+    The parameters are the fields of ``FinetuneSettings`` (``components.finetune``), the two
+    accelerator settings under the names of ``RENAMED_INPUTS``.
+    """
+    from components.finetune import FinetuneSettings, run_finetune_step
+    from components.settings import from_parameters
     from components.step_errors import reported
 
     with reported("finetune"):
-        settings = step.settings_from_parameters(
-            base_model=base_model, base_weights=base_weights, width_multiplier=width_multiplier, pooling=pooling,
-            dense_units=dense_units, dropout=dropout, l1=l1, l2=l2, label_smoothing=label_smoothing,
-            class_weight=class_weight, epochs=epochs, learning_rate=learning_rate, fine_tune_epochs=fine_tune_epochs,
-            fine_tune_learning_rate=fine_tune_learning_rate, unfreeze=unfreeze, optimizer=optimizer, momentum=momentum,
-            nesterov=nesterov, weight_decay=weight_decay, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
-            decay_rate=decay_rate, clipnorm=clipnorm, batch_size=batch_size,
-            early_stopping_patience=early_stopping_patience, augmentation=augmentation, fast_path=fast_path,
-            xla=xla, mixed_precision=mixed_precision, checkpoint_dir=checkpoint_dir, seed=seed,
-        )
-        summary = step.run_finetune(examples.path, transform_graph.path, model.path, settings)
+        settings = from_parameters(FinetuneSettings, {
+            **locals(), "accelerator_type": requested_accelerator_type, "accelerator_count": requested_accelerator_count,
+        })
+        summary = run_finetune_step(examples.path, transform_graph.path, model.path, settings, report_path=training_report.path)
         for name, values in summary["history"].items():
             training_metrics.log_metric(f"final_{name}", values[-1])
-        shutil.copyfile(os.path.join(model.path, TRAINING_REPORT_FILE), training_report.path)
         model.metadata.update(labels=summary["labels"], image_size=summary["image_size"], base_model=base_model)
 
 
 def evaluate(
     examples: Input[Dataset],
     model: Input[Model],
-    min_accuracy: float,
     registry_uri: str,
     model_name: str,
     target_env: str,
+    min_accuracy: float,
     champion_tolerance: float,
     allow_label_change: bool,
     metrics: Output[Metrics],
@@ -140,33 +137,27 @@ def evaluate(
     Logs every scalar of ``components.evaluate.compute_metrics`` (accuracy, macro/weighted F1,
     top-k accuracy, expected calibration error, log loss, example count) and, when a champion
     was compared, its accuracy and the paired test; the report adds the diagnosis of the model's
-    ``training.json`` curves; ``evaluation`` holds all of it as JSON (push copies it).
+    ``training.json`` curves; ``evaluation`` holds all of it as JSON (push copies it). The
+    parameters are the fields of ``components.evaluate.EvaluateSettings``.
     """
-    import os
-    import tempfile
     from collections import namedtuple
 
-    from components import evaluate as step
-    from components.artifacts import SERVING_DIR, split_files
+    from components.evaluate import EvaluateSettings, run_evaluate_step, scalar_metrics
+    from components.settings import from_parameters
     from components.step_errors import reported
 
-    with reported("evaluate"), tempfile.TemporaryDirectory() as scratch:
-        result = step.run_evaluate(
-            split_files(examples.path, "test"), os.path.join(model.path, SERVING_DIR), min_accuracy,
-            registry_uri, model_name, target_env, champion_tolerance, scratch,
-            training=step.read_training(model.path), allow_label_change=allow_label_change,
+    with reported("evaluate"):
+        result = run_evaluate_step(
+            examples.path, model.path, evaluation.path, report.path, from_parameters(EvaluateSettings, locals())
         )
         m = result["metrics"]
-        for name, value in step.scalar_metrics(m).items():
+        for name, value in scalar_metrics(m).items():
             metrics.log_metric(name, value)
         champion = result["champion"]
         if champion and champion["status"] == "compared":
             metrics.log_metric("champion_accuracy", champion["accuracy"])
             metrics.log_metric("mcnemar_p_value", champion["paired_test"]["p_value"])
         confusion_matrix.log_confusion_matrix(result["class_names"], m["confusion_matrix"])
-        with open(report.path, "w") as f:
-            f.write(step.report_markdown(result))
-        step.write_json(result, evaluation.path)
     outputs = namedtuple("EvaluateOutputs", ["blessed", "reason", "accuracy", "macro_f1"])
     return outputs(result["blessed"], result["reason"], m["accuracy"], m["macro_f1"])
 
@@ -181,20 +172,19 @@ def push(
     data_uri: str,
     pipeline_run_id: str,
 ) -> str:
-    """Publishes the blessed model as a new registry version; returns it as JSON."""
-    import json
-    import os
+    """Publishes the blessed model as a new registry version; returns it as JSON.
 
-    from components import push as step
-    from components.artifacts import STATISTICS_FILE
+    The parameters are the fields of ``components.push.PushSettings`` plus the run's id.
+    """
+    import json
+
+    from components.push import PushSettings, run_push_step
+    from components.settings import from_parameters
     from components.step_errors import reported
 
     with reported("push"):
-        with open(evaluation.path) as f:
-            result = json.load(f)
-        with open(os.path.join(statistics.path, STATISTICS_FILE)) as f:
-            stats = json.load(f)
-        pushed = step.run_push(model.path, result, stats, registry_uri, model_name, target_env, data_uri, pipeline_run_id)
+        settings = from_parameters(PushSettings, locals())
+        pushed = run_push_step(model.path, evaluation.path, statistics.path, settings, pipeline_run_id)
     return json.dumps(pushed)
 
 

@@ -5,7 +5,7 @@ the data (the label vocabulary) and writes the transform graph; the split exampl
 encoded image bytes. The graph (decode, resize, pixel scaling for the base model, label ->
 index) is applied by the training input pipeline and inside the exported serving signature, so
 training and serving run the very same ops, and no float pixels are ever materialized (they are
-about 70x the size of the JPEG bytes, see TRAPS.md).
+about 70x the size of the JPEG bytes at 96x96x3, measured on digit JPEGs).
 
 The Beam pipeline streams: the image bytes flow through one fused stage (read -> normalize ->
 write) and never cross a shuffle, so memory does not grow with the number of images; only one
@@ -49,7 +49,8 @@ from components.settings import (
     BASE_MODEL, DATA_URI, MODEL_NAME, REGISTRY_URI, TARGET_ENV, Setting, at_least, in_range, validate,
 )
 from components.artifacts import (
-    EXAMPLES_SUFFIX, IMAGE_KEY, LABEL_KEY, LABEL_VOCABULARY, MANIFEST_FILE, SPLITS, escape_label, raw_feature_spec,
+    EXAMPLES_SUFFIX, IMAGE_KEY, LABEL_KEY, LABEL_VOCABULARY, MANIFEST_FILE, SPLITS, STATISTICS_FILE, escape_label,
+    raw_feature_spec,
 )
 
 # One JSON line per input file (see the module docstring).
@@ -570,7 +571,7 @@ def run_preprocess(
 
     Why a child process: after a tf.Transform analysis has run, the Python interpreter crashes
     with signal 11 while garbage-collecting at exit (tensorflow-transform 1.21 / TF 2.21, seen
-    with every runner; TRAPS.md). The child does the work, reports its result or exception
+    with every runner, not in every process). The child does the work, reports its result or exception
     through a pickle file, and leaves with ``os._exit`` so the crash cannot turn a finished step into a
     failed one. Arguments, return value and errors are those of ``run_preprocess_in_process``;
     the child's exception is re-raised here unchanged, with its traceback attached as a note.
@@ -767,6 +768,37 @@ def write_statistics(stats: dict[str, Any], json_path: str, markdown_path: str |
             f.write(text)
         os.replace(tmp, path)
 
+
+
+def run_preprocess_step(
+    examples_dir: str, transform_graph_dir: str, statistics_dir: str, report_path: str | None, settings: PreprocessSettings
+) -> dict[str, Any]:
+    """The preprocess step: reads ``settings.data_uri``, writes the three artifacts and the report.
+
+    The champion's labels (``settings.registry_uri``/``model_name``/``target_env``) are looked
+    up first, so that the statistics say whether this dataset keeps its label set.
+
+    Args:
+        examples_dir: Output: the ``examples`` artifact folder (layout in ``components.artifacts``).
+        transform_graph_dir: Output: the ``transform_graph`` artifact folder.
+        statistics_dir: Output: the ``statistics`` artifact folder (``statistics.json``).
+        report_path: Output: the Markdown statistics report; None to skip it.
+        settings: ``PreprocessSettings`` (``data_uri`` must be set).
+
+    Returns:
+        The statistics (``summarize``'s dict).
+
+    Raises:
+        ValueError: ``settings.data_uri`` is empty.
+        DataError, FileNotFoundError, components.registry.RegistryError: see
+            ``run_preprocess_in_process`` and ``find_champion``.
+    """
+    if not settings.data_uri:
+        raise ValueError("data_uri is empty: give the folder, CSV manifest or TFRecord files to preprocess")
+    champion = find_champion(settings.registry_uri, settings.model_name, settings.target_env)
+    stats = run_preprocess(settings.data_uri, examples_dir, transform_graph_dir, settings, champion)
+    write_statistics(stats, os.path.join(statistics_dir, STATISTICS_FILE), report_path)
+    return stats
 
 if __name__ == "__main__":
     import sys

@@ -7,13 +7,35 @@ The version folder is the serving SavedModel at its root (TF Serving's layout: t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import tempfile
 from typing import Any
 
-from components.artifacts import EVALUATION_FILE, KERAS_FILE, SERVING_DIR, TRAINING_FILE
+from components.artifacts import EVALUATION_FILE, KERAS_FILE, SERVING_DIR, STATISTICS_FILE, TRAINING_FILE
+from components.settings import DATA_URI, MODEL_NAME, REGISTRY_URI, TARGET_ENV, validate
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PushSettings:
+    """Settings of the push step, validated on construction.
+
+    Attributes:
+        registry_uri: The registry root (local folder or ``gs://bucket/prefix``).
+        model_name: The registry model the new version goes to.
+        target_env: The alias moved to the new version; empty: no alias is moved.
+        data_uri: Where the training data came from; recorded in ``metadata.json``.
+    """
+
+    registry_uri: str = REGISTRY_URI.field()
+    model_name: str = MODEL_NAME.field()
+    target_env: str = TARGET_ENV.field()
+    data_uri: str = DATA_URI.field()
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 def build_metadata(
@@ -56,13 +78,18 @@ def run_push(
     model_dir: str,
     evaluation: dict[str, Any],
     statistics: dict[str, Any],
-    registry_uri: str,
-    model_name: str,
-    target_env: str,
-    data_uri: str,
+    settings: PushSettings,
     pipeline_run_id: str,
 ) -> dict[str, Any]:
-    """Pushes the model in ``model_dir`` (finetune's output) and points ``target_env`` at it.
+    """Pushes the model in ``model_dir`` (finetune's output) and points ``settings.target_env`` at it.
+
+    Args:
+        model_dir: The finetune step's ``model`` artifact folder.
+        evaluation: The evaluate step's result (``evaluation.json``); must be blessed.
+        statistics: The preprocess step's ``statistics.json``.
+        settings: Where to push (``PushSettings``).
+        pipeline_run_id: The KFP run id, recorded as the version's ``pipeline_run_id`` and the
+            audit entry's actor; empty for none.
 
     Returns:
         ``{"model", "version", "uri", "alias"}``.
@@ -81,8 +108,8 @@ def run_push(
         raise FileNotFoundError(f"no serving SavedModel in {serving!r}")
     with open(os.path.join(model_dir, TRAINING_FILE)) as f:
         training = json.load(f)
-    metadata = build_metadata(training, evaluation, statistics, data_uri, pipeline_run_id, target_env)
-    reg = registry_lib.open_registry(registry_uri)
+    metadata = build_metadata(training, evaluation, statistics, settings.data_uri, pipeline_run_id, settings.target_env)
+    reg = registry_lib.open_registry(settings.registry_uri)
     with tempfile.TemporaryDirectory(prefix="push-") as staging:
         version_dir = os.path.join(staging, "version")
         shutil.copytree(serving, version_dir)
@@ -90,5 +117,31 @@ def run_push(
             shutil.copy2(os.path.join(model_dir, name), os.path.join(version_dir, name))
         with open(os.path.join(version_dir, EVALUATION_FILE), "w") as f:
             json.dump(evaluation, f, indent=2)
-        pushed = reg.push(model_name, version_dir, metadata, alias=target_env or None, actor=pipeline_run_id or None)
-    return {"model": pushed.model, "version": pushed.version, "uri": pushed.uri, "alias": target_env}
+        pushed = reg.push(
+            settings.model_name, version_dir, metadata, alias=settings.target_env or None, actor=pipeline_run_id or None
+        )
+    return {"model": pushed.model, "version": pushed.version, "uri": pushed.uri, "alias": settings.target_env}
+
+
+def run_push_step(
+    model_dir: str, evaluation_path: str, statistics_dir: str, settings: PushSettings, pipeline_run_id: str = ""
+) -> dict[str, Any]:
+    """The push step: publishes the ``model`` artifact with its evaluation and statistics.
+
+    Args:
+        model_dir: The finetune step's ``model`` artifact folder.
+        evaluation_path: The evaluate step's ``evaluation`` artifact (a JSON file).
+        statistics_dir: The preprocess step's ``statistics`` artifact folder.
+        settings, pipeline_run_id: See ``run_push``.
+
+    Returns:
+        ``run_push``'s ``{"model", "version", "uri", "alias"}``.
+
+    Raises:
+        FileNotFoundError, ValueError, components.registry.RegistryError: see ``run_push``.
+    """
+    with open(evaluation_path) as f:
+        evaluation = json.load(f)
+    with open(os.path.join(statistics_dir, STATISTICS_FILE)) as f:
+        statistics = json.load(f)
+    return run_push(model_dir, evaluation, statistics, settings, pipeline_run_id)

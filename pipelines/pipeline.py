@@ -9,7 +9,7 @@ chosen when compiling. ``PARAMETERS`` documents each parameter for the CLI.
 
 import os
 import typing
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from kfp import compiler, dsl
 
@@ -18,64 +18,48 @@ from components.kfp_components import build_components
 
 PIPELINE_NAME = "kfp-finetune"
 
-# name -> (type, default, help). A default of None means required. Kept in the order the KFP UI
-# and `--help` show them.
-PARAMETERS: dict = {
-    # data and registry
-    "data_uri": (str, None, "images: class folders, a CSV manifest (path,label) or TFRecord files; local path or gs://"),
-    "registry_uri": (str, None, "model registry root (local folder or gs://bucket/prefix)"),
-    "model_name": (str, "image-classifier", "registry model name"),
-    "target_env": (str, "dev", "environment alias the pushed version is promoted to (and whose model is the champion)"),
-    # preprocessing
-    "image_size": (int, 224, "input height and width in pixels"),
-    "eval_fraction": (float, 0.15, "share of each class in the eval split"),
-    "test_fraction": (float, 0.15, "share of each class in the test split"),
-    "split_salt": (str, "", "string mixed into the content hash that assigns splits"),
-    "max_bad_fraction": (float, 0.01, "largest share of unusable input files that is skipped; more fails the run"),
-    "min_images_per_class": (int, 5, "fewest usable images a class may have"),
-    "beam_pipeline_args": (str, "", "Apache Beam options for preprocessing, e.g. '--runner=DataflowRunner --project=P'"),
-    # base model and head
-    "base_model": (str, "mobilenet_v2", "keras.applications base model (see components/base_models.py)"),
-    "base_weights": (str, "imagenet", "'imagenet' (download), 'none', or a path / gs:// URI of a .weights.h5 or .keras file"),
-    "width_multiplier": (float, 1.0, "MobileNet alpha (width multiplier); 1.0 for other families"),
-    "pooling": (str, "avg", "global pooling of the base's features: avg or max"),
-    "dense_units": (str, "", "hidden dense layers of the head, comma-separated units (e.g. '256,128'); empty: linear head"),
-    "dropout": (float, 0.2, "dropout rate in the head, in [0, 1)"),
-    "l1": (float, 0.0, "L1 penalty on the head's kernels"),
-    "l2": (float, 0.0, "L2 penalty on the head's kernels"),
-    "label_smoothing": (float, 0.0, "label smoothing, in [0, 1)"),
-    "class_weight": (str, "none", "none, or balanced (weights from the train split's class counts)"),
-    # the two phases
-    "epochs": (int, 10, "head-phase epochs (base frozen)"),
-    "learning_rate": (float, 0.001, "head-phase learning rate"),
-    "fine_tune_epochs": (int, 0, "fine-tune-phase epochs (top of the base unfrozen); 0 skips the phase"),
-    "fine_tune_learning_rate": (float, 1e-05, "fine-tune-phase learning rate (usually 10-100x lower)"),
-    "unfreeze": (str, "all", "base layers the fine-tune phase trains: all, top:N or from:LAYER (BatchNormalization stays frozen)"),
-    # optimization
-    "optimizer": (str, "adam", "adam, adamw, sgd or rmsprop"),
-    "momentum": (float, 0.9, "SGD momentum"),
-    "nesterov": (bool, False, "SGD Nesterov momentum"),
-    "weight_decay": (float, 0.004, "AdamW weight decay"),
-    "lr_schedule": (str, "constant", "constant, exponential, cosine (with warmup_epochs) or plateau"),
-    "warmup_epochs": (int, 0, "linear warm-up epochs of the cosine schedule"),
-    "decay_rate": (float, 0.9, "per-epoch factor of the exponential schedule"),
-    "clipnorm": (float, 0.0, "clip each gradient to this L2 norm; 0 = off"),
-    "batch_size": (int, 32, "images per training step and GPU"),
-    "early_stopping_patience": (int, 0, "stop a phase after this many epochs without eval-accuracy gain, keeping the best weights; 0 = off"),
-    "augmentation": (str, "", "random training-only augmentation: comma-separated flip, rotation, zoom, contrast"),
-    "fast_path": (bool, True, "train the head on base outputs computed once, when no augmentation runs"),
-    "xla": (bool, False, "compile training steps with XLA"),
-    "mixed_precision": (str, "auto", "auto (mixed_float16 on GPUs), on or off"),
-    "checkpoint_dir": (str, "", "durable folder for per-epoch backups (resume after preemption); empty: inside the model artifact"),
-    "seed": (int, 0, "random seed of initialisation, shuffling, dropout and augmentation"),
-    # evaluation and gate
-    "min_accuracy": (float, 0.5, "test accuracy floor for blessing, in [0, 1]"),
-    "champion_tolerance": (float, 0.0, "how much lower than the champion's accuracy the challenger may score"),
-    "allow_label_change": (bool, False, "let a model trained on another label set than the champion's replace it"),
-    # resources
-    "accelerator_type": (str, "nvidia.com/gpu", "accelerator resource of the finetune step (e.g. nvidia.com/gpu)"),
-    "accelerator_count": (int, 0, "accelerators for the finetune step; 0 means CPU"),
-}
+
+
+def _parameters() -> dict[str, tuple[type, Any, str]]:
+    from components.evaluate import EvaluateSettings
+    from components.finetune import FinetuneSettings
+    from components.preprocess import PreprocessSettings
+    from components.push import PushSettings
+    from components.settings import parameters
+
+    declared = parameters([PreprocessSettings, FinetuneSettings, EvaluateSettings, PushSettings])
+    return {name: (s.type, None if s.required else s.default, s.help) for name, s in declared.items()}
+
+
+# name -> (type, default, help), derived from the steps' settings dataclasses (where each is
+# declared once, with its check). A default of None means required. In the order the KFP UI
+# and `--help` show them: the steps' order, then each settings class's field order.
+PARAMETERS: dict[str, tuple[type, Any, str]] = _parameters()
+
+
+def parameter_docstring(parameters: dict[str, tuple[type, Any, str]]) -> str:
+    """The pipeline function's docstring: KFP reads its ``Args:`` section into the compiled
+    pipeline's parameter descriptions, which the KFP UI shows in the run form."""
+    lines = ["Fine-tune a pretrained Keras image model as a KFP pipeline.", "", "Args:"]
+    for name, (_, _, help_text) in parameters.items():
+        lines.append(f"    {name}: {help_text}")
+    return "\n".join(lines) + "\n"
+
+
+def parameter_table(parameters: dict[str, tuple[type, Any, str]]) -> str:
+    """The README's "Pipeline parameters" table (Markdown), one row per parameter in UI order;
+    a test keeps the README equal to it."""
+
+    def shown(default: Any) -> str:
+        if default is None:
+            return "required"
+        if isinstance(default, bool):
+            return f"`{str(default).lower()}`"
+        return '`""`' if default == "" else f"`{default}`"
+
+    rows = ["| parameter | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{name}` | {shown(default)} | {help_text} |" for name, (_, default, help_text) in parameters.items()]
+    return "\n".join(rows) + "\n"
 
 
 class PipelineOutputs(NamedTuple):
@@ -90,11 +74,6 @@ def make_pipeline(image: str = COMPONENT_IMAGE) -> typing.Callable:
     """Builds the pipeline function with every component running in container ``image``."""
     c = build_components(image)
 
-    @dsl.pipeline(
-        name=PIPELINE_NAME,
-        description="Fine-tune a pretrained Keras image model: preprocess (tf.Transform), "
-        "fine-tune, evaluate against the champion, push to the registry if blessed.",
-    )
     def finetune_pipeline(
         data_uri: str,
         registry_uri: str,
@@ -138,18 +117,17 @@ def make_pipeline(image: str = COMPONENT_IMAGE) -> typing.Callable:
         mixed_precision: str = "auto",
         checkpoint_dir: str = "",
         seed: int = 0,
+        accelerator_type: str = "nvidia.com/gpu",
+        accelerator_count: int = 0,
         min_accuracy: float = 0.5,
         champion_tolerance: float = 0.0,
         allow_label_change: bool = False,
-        accelerator_type: str = "nvidia.com/gpu",
-        accelerator_count: int = 0,
     ) -> PipelineOutputs:
         pre = c.preprocess(
-            data_uri=data_uri, base_model=base_model, image_size=image_size,
-            eval_fraction=eval_fraction, test_fraction=test_fraction, split_salt=split_salt,
+            data_uri=data_uri, registry_uri=registry_uri, model_name=model_name, target_env=target_env,
+            image_size=image_size, eval_fraction=eval_fraction, test_fraction=test_fraction, split_salt=split_salt,
             max_bad_fraction=max_bad_fraction, min_images_per_class=min_images_per_class,
-            beam_pipeline_args=beam_pipeline_args, registry_uri=registry_uri, model_name=model_name,
-            target_env=target_env,
+            beam_pipeline_args=beam_pipeline_args, base_model=base_model,
         ).set_display_name("preprocess")
         # data_uri names a place, not content: a scheduled run finds new images under the same
         # URI, so a cache hit keyed on the URI would silently retrain on yesterday's data.
@@ -165,12 +143,13 @@ def make_pipeline(image: str = COMPONENT_IMAGE) -> typing.Callable:
             warmup_epochs=warmup_epochs, decay_rate=decay_rate, clipnorm=clipnorm, batch_size=batch_size,
             early_stopping_patience=early_stopping_patience, augmentation=augmentation,
             fast_path=fast_path, xla=xla, mixed_precision=mixed_precision,
-            checkpoint_dir=checkpoint_dir, seed=seed,
+            checkpoint_dir=checkpoint_dir, seed=seed, requested_accelerator_type=accelerator_type,
+            requested_accelerator_count=accelerator_count,
         ).set_display_name("finetune")
         train.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
         ev = c.evaluate(
-            examples=pre.outputs["examples"], model=train.outputs["model"], min_accuracy=min_accuracy,
-            registry_uri=registry_uri, model_name=model_name, target_env=target_env,
+            examples=pre.outputs["examples"], model=train.outputs["model"], registry_uri=registry_uri,
+            model_name=model_name, target_env=target_env, min_accuracy=min_accuracy,
             champion_tolerance=champion_tolerance, allow_label_change=allow_label_change,
         ).set_display_name("evaluate")
         # The champion can change between runs with identical inputs: never reuse a cached score.
@@ -193,7 +172,14 @@ def make_pipeline(image: str = COMPONENT_IMAGE) -> typing.Callable:
             pushed=dsl.OneOf(pushed.output, skipped.output),
         )
 
-    return finetune_pipeline
+    # The docstring is made from PARAMETERS before KFP reads it (its Args become the run form's
+    # descriptions); hence the decorator applied by hand.
+    finetune_pipeline.__doc__ = parameter_docstring(PARAMETERS)
+    return dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Fine-tune a pretrained Keras image model: preprocess (tf.Transform), "
+        "fine-tune, evaluate against the champion, push to the registry if blessed.",
+    )(finetune_pipeline)
 
 
 finetune_pipeline = make_pipeline()

@@ -47,13 +47,28 @@ def backbone_weights(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def preprocessed(tmp_path_factory, small_digits_dir):
-    """The preprocess step's real outputs on ``small_digits_dir`` at 32 px for MobileNetV2."""
-    from components.preprocess import PreprocessSettings, run_preprocess
+    """The preprocess component's real outputs on ``small_digits_dir`` at 32 px for MobileNetV2,
+    made by the component body itself (``.python_func``, as KFP runs it): the folders of its
+    ``examples``, ``transform_graph`` and ``statistics`` artifacts, and the statistics."""
+    import json
+
+    from kfp.dsl import Artifact, Dataset, Markdown
+
+    from components.artifacts import STATISTICS_FILE
+    from components.kfp_components import build_components
 
     root = tmp_path_factory.mktemp("preprocessed")
-    examples, transform = str(root / "examples"), str(root / "transform")
-    stats = run_preprocess(small_digits_dir, examples, transform, PreprocessSettings(image_size=32, base_model="mobilenet_v2"))
-    return {"examples": examples, "transform": transform, "stats": stats}
+    examples, transform, statistics = Dataset(uri=str(root / "examples")), Artifact(uri=str(root / "transform")), Artifact(uri=str(root / "statistics"))
+    build_components().preprocess.python_func(
+        data_uri=small_digits_dir, registry_uri="", model_name="digits", target_env="dev", image_size=32,
+        eval_fraction=0.15, test_fraction=0.15, split_salt="", max_bad_fraction=0.01, min_images_per_class=5,
+        beam_pipeline_args="", base_model="mobilenet_v2", examples=examples, transform_graph=transform,
+        statistics=statistics, statistics_report=Markdown(uri=str(root / "statistics.md")),
+    )
+    with open(root / "statistics" / STATISTICS_FILE) as f:
+        stats = json.load(f)
+    return {"examples": examples.path, "transform": transform.path, "statistics": statistics.path, "stats": stats,
+            "examples_metadata": dict(examples.metadata), "report": str(root / "statistics.md")}
 
 
 @pytest.fixture(scope="session")

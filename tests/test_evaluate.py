@@ -3,7 +3,7 @@ import os
 import numpy as np
 import pytest
 
-from components.evaluate import compute_metrics, decide_blessing
+from components.evaluate import EvaluateSettings, compute_metrics, decide_blessing
 
 
 @pytest.mark.parametrize(
@@ -77,12 +77,12 @@ def test_challenger_is_scored_against_the_champion_on_the_same_test_split(traine
     model_dir, summary = trained_model
     serving = os.path.join(model_dir, SERVING_DIR)
     test_files = split_files(preprocessed["examples"], "test")
-    alone = run_evaluate(test_files, serving, min_accuracy=0.0)
+    alone = run_evaluate(test_files, serving, EvaluateSettings(min_accuracy=0.0))
     assert alone["champion"] is None and "no champion" in alone["reason"]
 
     reg_uri = str(tmp_path / "registry")
     registry.open_registry(reg_uri).push("digits", serving, {"metrics": {}}, alias="prod")
-    same = run_evaluate(test_files, serving, 0.0, reg_uri, "digits", "prod", 0.0, str(tmp_path))
+    same = run_evaluate(test_files, serving, EvaluateSettings(min_accuracy=0.0, registry_uri=reg_uri, model_name="digits", target_env="prod"), str(tmp_path))
     assert same["champion"]["status"] == "compared" and same["champion"]["version"] == 1
     assert same["champion"]["accuracy"] == pytest.approx(alone["metrics"]["accuracy"])
     assert same["blessed"] is True
@@ -94,10 +94,11 @@ def test_challenger_is_scored_against_the_champion_on_the_same_test_split(traine
     assert "predictions" not in same["champion"]  # per-example names stay out of evaluation.json
 
     # No alias for this environment yet: the floor alone decides.
-    other_env = run_evaluate(test_files, serving, 0.0, reg_uri, "digits", "staging", 0.0, str(tmp_path))
+    other_env = run_evaluate(test_files, serving, EvaluateSettings(min_accuracy=0.0, registry_uri=reg_uri, model_name="digits", target_env="staging"), str(tmp_path))
     assert other_env["champion"] is None
     # Equal to the champion is not enough when the floor demands more.
-    strict = run_evaluate(test_files, serving, min(1.0, alone["metrics"]["accuracy"] + 0.01), reg_uri, "digits", "prod", 0.0, str(tmp_path))
+    floor = min(1.0, alone["metrics"]["accuracy"] + 0.01)
+    strict = run_evaluate(test_files, serving, EvaluateSettings(min_accuracy=floor, registry_uri=reg_uri, model_name="digits", target_env="prod"), str(tmp_path))
     assert strict["blessed"] is False and "below the floor" in strict["reason"]
 
 
@@ -105,7 +106,7 @@ def test_paired_test_between_two_real_models_is_antisymmetric(trained_model, wor
     """Challenger and champion swapped: b and c swap, the difference changes sign, the p-value
     stays, and the model that is less accurate by more than the tolerance is the one blocked."""
     from components import registry
-    from components.evaluate import mcnemar_test, read_split, run_evaluate, score_champion
+    from components.evaluate import EvaluateSettings, mcnemar_test, read_split, run_evaluate, score_champion
     from components.artifacts import SERVING_DIR, split_files
 
     serving = os.path.join(trained_model[0], SERVING_DIR)
@@ -115,8 +116,8 @@ def test_paired_test_between_two_real_models_is_antisymmetric(trained_model, wor
     reg.push("digits", serving, {"metrics": {}}, alias="trained")
     reg.push("digits", worse_model, {"metrics": {}}, alias="worse")
 
-    forward = run_evaluate(test_files, serving, 0.0, reg_uri, "digits", "worse", 0.0, str(tmp_path / "f"))
-    backward = run_evaluate(test_files, worse_model, 0.0, reg_uri, "digits", "trained", 0.0, str(tmp_path / "b"))
+    forward = run_evaluate(test_files, serving, EvaluateSettings(min_accuracy=0.0, registry_uri=reg_uri, model_name="digits", target_env="worse"), str(tmp_path / "f"))
+    backward = run_evaluate(test_files, worse_model, EvaluateSettings(min_accuracy=0.0, registry_uri=reg_uri, model_name="digits", target_env="trained"), str(tmp_path / "b"))
     f, b = forward["champion"]["paired_test"], backward["champion"]["paired_test"]
     n = forward["metrics"]["num_examples"]
     assert f["b"] + f["c"] > 0, "the noisy head must disagree with the trained one on some test image"
@@ -137,11 +138,11 @@ def test_paired_test_between_two_real_models_is_antisymmetric(trained_model, wor
 
 
 def test_run_evaluate_reports_new_metrics_and_diagnoses_the_real_training_curves(trained_model, preprocessed):
-    from components.evaluate import diagnose_fit, run_evaluate
+    from components.evaluate import EvaluateSettings, diagnose_fit, run_evaluate
     from components.artifacts import SERVING_DIR, split_files
 
     model_dir, summary = trained_model
-    result = run_evaluate(split_files(preprocessed["examples"], "test"), os.path.join(model_dir, SERVING_DIR), 0.0, training=summary)
+    result = run_evaluate(split_files(preprocessed["examples"], "test"), os.path.join(model_dir, SERVING_DIR), EvaluateSettings(min_accuracy=0.0), training=summary)
     m = result["metrics"]
     assert len(result["class_names"]) == 5  # digits 5-9: top-2 is defined, top-5 (all classes) is not
     assert m["accuracy"] <= m["top_2_accuracy"] <= 1.0 and "top_5_accuracy" not in m
@@ -172,7 +173,7 @@ def test_evaluate_component_logs_metrics_and_writes_everything(trained_model, pr
     registry.open_registry(reg_uri).push("digits", os.path.join(model_dir, SERVING_DIR), {"metrics": {}}, alias="dev")
     metrics, matrix = Metrics(uri=str(tmp_path / "metrics")), ClassificationMetrics(uri=str(tmp_path / "cm"))
     report, evaluation = Markdown(uri=str(tmp_path / "report.md")), Artifact(uri=str(tmp_path / "evaluation.json"))
-    out = kfp_components.evaluate(
+    out = kfp_components.build_components().evaluate.python_func(
         examples=Dataset(uri=preprocessed["examples"]), model=Model(uri=model_dir), min_accuracy=0.0,
         registry_uri=reg_uri, model_name="digits", target_env="dev", champion_tolerance=0.0, allow_label_change=False,
         metrics=metrics, confusion_matrix=matrix, report=report, evaluation=evaluation,
