@@ -32,7 +32,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from components import registry as reg
+from components import registry
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -116,7 +116,7 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
     def run(args: argparse.Namespace) -> int:
         try:
             return func(args)
-        except (reg.RegistryError, ValueError) as err:
+        except (registry.RegistryError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_ERROR
 
@@ -135,20 +135,24 @@ def _format_aliases(aliases: dict[str, int]) -> str:
     return ", ".join(f"{name} -> {version}" for name, version in sorted(aliases.items())) or "-"
 
 
-def _open_existing(args: argparse.Namespace) -> "reg.Registry":
+def _open_existing(args: argparse.Namespace) -> registry.Registry:
     """The registry of ``--registry-uri``, refusing a local folder that does not exist (most
     often a mistyped path) and, when ``--model`` is given, a model the registry does not hold,
     so that the error names what is missing instead of an alias or version of it."""
-    registry = reg.open_registry(args.registry_uri)
-    if isinstance(registry, reg.LocalRegistry) and not os.path.isdir(registry.root):
-        raise reg.RegistryError(f"no registry at {registry.root}: the folder does not exist (the first push creates it)")
+    model_registry = registry.open_registry(args.registry_uri)
+    if isinstance(model_registry, registry.LocalRegistry) and not os.path.isdir(model_registry.root):
+        raise registry.RegistryError(
+            f"no registry at {model_registry.root}: the folder does not exist (the first push creates it)"
+        )
     model = getattr(args, "model", None)
     if model is not None:
-        reg.validate_name(model)
-        models = registry.list_models()
+        registry.validate_name(model)
+        models = model_registry.list_models()
         if model not in models:
-            raise reg.ModelNotFoundError(f"no model {model!r} in {registry.uri} (models: {', '.join(models) or 'none'})")
-    return registry
+            raise registry.ModelNotFoundError(
+                f"no model {model!r} in {model_registry.uri} (models: {', '.join(models) or 'none'})"
+            )
+    return model_registry
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -157,16 +161,16 @@ def _list(args: argparse.Namespace) -> int:
     A local registry folder that does not exist is an error (most often a mistyped path); an
     existing, empty one lists no models.
     """
-    registry = _open_existing(args)
+    model_registry = _open_existing(args)
     models = [
-        {"model": m, "versions": registry.list_versions(m), "aliases": registry.list_aliases(m)}
-        for m in registry.list_models()
+        {"model": m, "versions": model_registry.list_versions(m), "aliases": model_registry.list_aliases(m)}
+        for m in model_registry.list_models()
     ]
     if args.json:
-        _print_json({"registry_uri": registry.uri, "models": models})
+        _print_json({"registry_uri": model_registry.uri, "models": models})
         return EXIT_OK
     if not models:
-        print(f"no models in {registry.uri}")
+        print(f"no models in {model_registry.uri}")
     for entry in models:
         print(entry["model"])
         print(f"  versions: {', '.join(str(v) for v in entry['versions'])}")
@@ -180,12 +184,12 @@ def _describe(args: argparse.Namespace) -> int:
     With ``--version`` or ``--alias``, JSON ``{"model", "version", "uri", "aliases": [names],
     "metadata"}``; without, ``{"model", "versions", "aliases": {name: {"version", "history"}}}``.
     """
-    registry = _open_existing(args)
+    model_registry = _open_existing(args)
     if args.version is None and args.alias is None:
-        return _describe_model(registry, args)
-    found = registry.resolve(args.model, version=args.version, alias=args.alias)
-    metadata = registry.get_metadata(found.model, found.version)
-    aliases = sorted(a for a, v in registry.list_aliases(found.model).items() if v == found.version)
+        return _describe_model(model_registry, args)
+    found = model_registry.resolve(args.model, version=args.version, alias=args.alias)
+    metadata = model_registry.get_metadata(found.model, found.version)
+    aliases = sorted(a for a, v in model_registry.list_aliases(found.model).items() if v == found.version)
     if args.json:
         _print_json({"model": found.model, "version": found.version, "uri": found.uri,
                      "aliases": aliases, "metadata": metadata})
@@ -200,13 +204,13 @@ def _describe(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _describe_model(registry: reg.Registry, args: argparse.Namespace) -> int:
-    versions = registry.list_versions(args.model)
+def _describe_model(model_registry: registry.Registry, args: argparse.Namespace) -> int:
+    versions = model_registry.list_versions(args.model)
     if not versions:
-        raise reg.ModelNotFoundError(f"model {args.model!r} has no complete version in {registry.uri}")
+        raise registry.ModelNotFoundError(f"model {args.model!r} has no complete version in {model_registry.uri}")
     aliases = {
-        alias: {"version": version, "history": registry.alias_history(args.model, alias)}
-        for alias, version in registry.list_aliases(args.model).items()
+        alias: {"version": version, "history": model_registry.alias_history(args.model, alias)}
+        for alias, version in model_registry.list_aliases(args.model).items()
     }
     if args.json:
         _print_json({"model": args.model, "versions": versions, "aliases": aliases})
@@ -226,8 +230,8 @@ def _describe_model(registry: reg.Registry, args: argparse.Namespace) -> int:
 
 def _promote(args: argparse.Namespace) -> int:
     """``models promote``: JSON ``{"model", "alias", "version", "previous_version", "forced", "overridden"}``."""
-    registry = _open_existing(args)
-    entry = registry.promote(
+    model_registry = _open_existing(args)
+    entry = model_registry.promote(
         args.model, args.version, args.to, actor=_actor(args), reason=args.reason, force=args.force
     )
     if args.json:
@@ -244,9 +248,9 @@ def _promote(args: argparse.Namespace) -> int:
 
 def _rollback(args: argparse.Namespace) -> int:
     """``models rollback``: JSON ``{"model", "alias", "version", "previous_version"}``."""
-    registry = _open_existing(args)
-    previous = registry.get_alias(args.model, args.alias)
-    version = registry.rollback(args.model, args.alias, actor=_actor(args), reason=args.reason)
+    model_registry = _open_existing(args)
+    previous = model_registry.get_alias(args.model, args.alias)
+    version = model_registry.rollback(args.model, args.alias, actor=_actor(args), reason=args.reason)
     return _report_move(args, "rolled back", args.alias, previous, version)
 
 
@@ -261,13 +265,13 @@ def _report_move(args: argparse.Namespace, verb: str, alias: str, previous: int 
 
 def _audit(args: argparse.Namespace) -> int:
     """``models audit``: JSON ``{"model", "events": [...]}`` (see ``Registry.audit``)."""
-    registry = _open_existing(args)
-    events = registry.audit(args.model, alias=args.alias)
+    model_registry = _open_existing(args)
+    events = model_registry.audit(args.model, alias=args.alias)
     if args.json:
         _print_json({"model": args.model, "events": events})
         return EXIT_OK
     if not events:
-        print(f"no alias moves of {args.model} in {registry.uri}")
+        print(f"no alias moves of {args.model} in {model_registry.uri}")
     for e in events:
         previous = "-" if e.get("from_version") is None else e["from_version"]
         forced = "  FORCED" if e.get("forced") else ""
@@ -279,13 +283,13 @@ def _audit(args: argparse.Namespace) -> int:
 
 def _env_order(args: argparse.Namespace) -> int:
     """``models env-order``: JSON ``{"registry_uri", "env_order": [...]}``."""
-    registry = reg.open_registry(args.registry_uri)
+    model_registry = registry.open_registry(args.registry_uri)
     if args.set_order is not None:
-        order = registry.set_env_order(reg.parse_env_order(args.set_order))
+        order = model_registry.set_env_order(registry.parse_env_order(args.set_order))
     else:
-        order = registry.env_order()
+        order = model_registry.env_order()
     if args.json:
-        _print_json({"registry_uri": registry.uri, "env_order": list(order)})
+        _print_json({"registry_uri": model_registry.uri, "env_order": list(order)})
     else:
         print(" -> ".join(order))
     return EXIT_OK
@@ -293,8 +297,8 @@ def _env_order(args: argparse.Namespace) -> int:
 
 def _export_serving(args: argparse.Namespace) -> int:
     """``models export-serving``: JSON ``{"model", "alias", "version", "path", "copied", "removed", "kept"}``."""
-    registry = _open_existing(args)
-    done = reg.export_serving(registry, args.model, args.alias, args.base_path, keep=args.keep)
+    model_registry = _open_existing(args)
+    done = registry.export_to_serving_base(model_registry, args.model, args.alias, args.base_path, keep=args.keep)
     if args.json:
         _print_json({"model": done.model, "alias": done.alias, "version": done.version, "path": done.path,
                      "copied": done.copied, "removed": list(done.removed), "kept": list(done.kept)})

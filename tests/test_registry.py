@@ -14,7 +14,6 @@ import traceback
 
 import pytest
 
-from components import registry as reg
 from components.registry import (
     AliasNotFoundError,
     CorruptMetadataError,
@@ -23,8 +22,10 @@ from components.registry import (
     ModelNotFoundError,
     ModelVersion,
     NoPreviousVersionError,
+    RegistryError,
     VersionNotFoundError,
     open_registry,
+    validate_name,
 )
 from gcs_emulator import gcs_emulator, gcs_registry_uri  # noqa: F401 - pytest fixtures
 
@@ -377,8 +378,8 @@ def test_bad_names_are_rejected(tmp_path, source, name):
 
 @pytest.mark.parametrize("name", ["digits", "Digits-v2", "a_b.c", "0", "x" * 128])
 def test_good_names_are_accepted(name):
-    assert reg.validate_name(name) == name
-    assert reg.validate_name(name, "alias") == name
+    assert validate_name(name) == name
+    assert validate_name(name, "alias") == name
 
 
 @pytest.mark.parametrize("version", [0, -1, True, 1.0, "1", None])
@@ -432,7 +433,7 @@ def test_open_gcs_registry(gcs_registry_uri):
 
 def test_gcs_missing_bucket_is_a_registry_error(gcs_emulator):
     registry = open_registry("gs://no-such-bucket-kfp/registry")
-    with pytest.raises(reg.RegistryError, match="bucket 'no-such-bucket-kfp'"):
+    with pytest.raises(RegistryError, match="bucket 'no-such-bucket-kfp'"):
         registry.list_models()
 
 

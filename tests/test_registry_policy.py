@@ -7,8 +7,16 @@ import json
 
 import pytest
 
-from components import registry as reg
-from components.registry import PromotionRefusedError, RegistryConfigError, check_promotion, open_registry
+from components.registry import (
+    CorruptMetadataError,
+    PromotionRefusedError,
+    RegistryConfigError,
+    check_promotion,
+    open_registry,
+    parse_env_order,
+    validate_env_order,
+)
+from components.registry.policy import environments_of_version, rollback_target
 from gcs_emulator import gcs_emulator, gcs_registry_uri  # noqa: F401 - pytest fixtures
 from test_models_cli import run
 from test_registry import METADATA, make_source, write_raw
@@ -83,13 +91,46 @@ def test_force_needs_a_reason(reason):
 )
 def test_bad_env_order(order, message):
     with pytest.raises(ValueError, match=message):
-        reg.validate_env_order(order)
+        validate_env_order(order)
 
 
 def test_parse_env_order():
-    assert reg.parse_env_order("dev, qa ,prod") == ("dev", "qa", "prod")
+    assert parse_env_order("dev, qa ,prod") == ("dev", "qa", "prod")
     with pytest.raises(ValueError, match=r"invalid environment order 'dev,,prod': invalid environment ''"):
-        reg.parse_env_order("dev,,prod")
+        parse_env_order("dev,,prod")
+
+
+def move(previous, version):
+    return {"previous_version": previous, "version": version}
+
+
+# (history oldest first, current version, expected rollback target)
+ROLLBACK_CASES = [
+    ([move(None, 1)], 1, None),  # set once: nothing to go back to
+    ([move(None, 1), move(1, 2)], 2, 1),
+    ([move(None, 1), move(1, 2), move(2, 3)], 3, 2),
+    ([move(None, 1), move(1, 2), move(2, 3), move(3, 2)], 2, 3),  # a second rollback undoes the first
+    # Regression: a repeated promotion records 2 -> 2, which is not a version to go back to.
+    ([move(None, 1), move(1, 2), move(2, 2)], 2, 1),
+    ([move(None, 1), move(1, 1)], 1, None),
+    ([], 1, None),
+]
+
+
+@pytest.mark.parametrize(("history", "current", "expected"), ROLLBACK_CASES)
+def test_rollback_target_table(history, current, expected):
+    assert rollback_target(history, current) == expected
+
+
+def test_environments_of_version_reads_whole_histories():
+    histories = {
+        "dev": [{"version": 1}, {"version": 2}],  # moved on from 1, which still counts
+        "staging": [{"version": 2}],
+        "prod": [],
+    }
+    assert environments_of_version(histories, 1) == frozenset({"dev"})
+    assert environments_of_version(histories, 2) == frozenset({"dev", "staging"})
+    assert environments_of_version(histories, 3) == frozenset()
 
 
 # --- on storage ------------------------------------------------------------------------------------
@@ -172,7 +213,7 @@ def test_damaged_registry_json_is_named(registry, source, content, message):
 def test_promote_with_damaged_metadata_names_the_version(registry, source):
     registry.push("digits", source, BLESSED)
     write_raw(registry, "digits/1/metadata.json", b'{"blessing": ')
-    with pytest.raises(reg.CorruptMetadataError, match=r"metadata of model 'digits' version 1 is not valid JSON: "):
+    with pytest.raises(CorruptMetadataError, match=r"metadata of model 'digits' version 1 is not valid JSON: "):
         registry.promote("digits", 1, "dev")
     assert registry.get_alias("digits", "dev") is None
 

@@ -1,4 +1,4 @@
-"""export_serving / ``models export-serving``: a TF Serving base path that follows an alias,
+"""export_to_serving_base / ``models export-serving``: a TF Serving base path that follows an alias,
 from a local registry and from the GCS emulator."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from components.registry import ServingExport, ServingExportError, export_serving, open_registry
+from components.registry import ServingExport, ServingExportError, export_to_serving_base, open_registry
 from gcs_emulator import gcs_emulator, gcs_registry_uri  # noqa: F401 - pytest fixtures
 from test_models_cli import run
 from test_registry import METADATA, SAVED_MODEL_FILES, make_source
@@ -43,21 +43,21 @@ def test_export_follows_the_alias_and_its_rollback(registry, tmp_path):
     base = str(tmp_path / "serving" / "digits")
 
     registry.set_alias("digits", "prod", 1)
-    assert export_serving(registry, "digits", "prod", base) == ServingExport(
+    assert export_to_serving_base(registry, "digits", "prod", base) == ServingExport(
         "digits", "prod", 1, os.path.join(base, "1"), True, (), (1,)
     )
     registry.set_alias("digits", "prod", 3)
-    assert export_serving(registry, "digits", "prod", base) == ServingExport(
+    assert export_to_serving_base(registry, "digits", "prod", base) == ServingExport(
         "digits", "prod", 3, os.path.join(base, "3"), True, (), (1, 3)
     )
     assert numbered(base) == [1, 3]
     # Re-running changes nothing.
-    assert export_serving(registry, "digits", "prod", base).copied is False
+    assert export_to_serving_base(registry, "digits", "prod", base).copied is False
     assert sorted(os.listdir(base)) == ["1", "3"]
 
     # After a rollback, 3 must go: TF Serving serves the highest number.
     assert registry.rollback("digits", "prod") == 1
-    assert export_serving(registry, "digits", "prod", base) == ServingExport(
+    assert export_to_serving_base(registry, "digits", "prod", base) == ServingExport(
         "digits", "prod", 1, os.path.join(base, "1"), False, (3,), (1,)
     )
     assert sorted(os.listdir(base)) == ["1"]  # no temp or trash folder left either
@@ -69,10 +69,10 @@ def test_export_keep(registry, tmp_path):
     base = str(tmp_path / "serving")
     for version in range(1, 5):
         registry.push("digits", source, METADATA, alias="prod")
-        export_serving(registry, "digits", "prod", base)
+        export_to_serving_base(registry, "digits", "prod", base)
     assert numbered(base) == [1, 2, 3, 4]
     registry.push("digits", source, METADATA, alias="prod")
-    done = export_serving(registry, "digits", "prod", base, keep=2)
+    done = export_to_serving_base(registry, "digits", "prod", base, keep=2)
     assert (done.version, done.removed, done.kept) == (5, (1, 2, 3), (4, 5))
     assert sorted(os.listdir(base)) == ["4", "5"]
     for version in (4, 5):
@@ -86,13 +86,13 @@ def test_export_refuses_a_foreign_folder_and_bad_arguments(tmp_path):
     (base / "1").mkdir(parents=True)
     (base / "1" / "saved_model.pb").write_bytes(b"another model")
     with pytest.raises(ServingExportError, match=rf"serving folder {base}/1 does not hold model 'digits' version 1 .*no metadata.json"):
-        export_serving(registry, "digits", "prod", str(base))
+        export_to_serving_base(registry, "digits", "prod", str(base))
     assert (base / "1" / "saved_model.pb").read_bytes() == b"another model"
     for keep in (0, -1, True, 1.5):
         with pytest.raises(ValueError, match=f"invalid keep {keep!r}"):
-            export_serving(registry, "digits", "prod", str(base), keep=keep)
+            export_to_serving_base(registry, "digits", "prod", str(base), keep=keep)
     with pytest.raises(ValueError, match="invalid serving base path 'gs://b/serving'"):
-        export_serving(registry, "digits", "prod", "gs://b/serving")
+        export_to_serving_base(registry, "digits", "prod", "gs://b/serving")
 
 
 def test_cli_export_serving(registry, tmp_path, capsys):
@@ -127,7 +127,7 @@ def test_exported_folder_is_a_loadable_saved_model(tmp_path):
     registry = open_registry(str(tmp_path / "registry"))
     registry.push("digits", str(tmp_path / "export"), METADATA, alias="prod")
 
-    done = export_serving(registry, "digits", "prod", str(tmp_path / "serving"))
+    done = export_to_serving_base(registry, "digits", "prod", str(tmp_path / "serving"))
     loaded = tf.saved_model.load(done.path)
     out = loaded.signatures["serving_default"](x=tf.constant([1.0, 2.0]))
     assert out["y"].numpy().tolist() == [3.0, 6.0]

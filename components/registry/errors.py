@@ -1,0 +1,55 @@
+"""Errors of the model registry: every one is a :class:`RegistryError`.
+
+Bad arguments (a malformed name, version or URI) are ``ValueError`` instead, so that callers can
+tell "you asked wrongly" from "the registry said no".
+"""
+
+from __future__ import annotations
+
+
+class RegistryError(Exception):
+    """Base class of every registry error (not raised for bad arguments: those are ValueError)."""
+
+
+class ModelNotFoundError(RegistryError):
+    """The model has no complete version in the registry."""
+
+
+class VersionNotFoundError(RegistryError):
+    """The requested version does not exist or is not complete."""
+
+
+class AliasNotFoundError(RegistryError):
+    """The alias has never been set for the model."""
+
+
+class NoPreviousVersionError(RegistryError):
+    """A rollback was asked for but the alias has no version to go back to."""
+
+
+class CorruptMetadataError(RegistryError):
+    """A ``metadata.json``, alias file or audit event is not valid JSON or does not have the expected shape."""
+
+
+class ConcurrentUpdateError(RegistryError):
+    """An update kept losing the race to other writers and gave up after many attempts."""
+
+
+class RegistryConfigError(RegistryError):
+    """``<root>/registry.json`` is not valid JSON or does not have the expected shape."""
+
+
+class PromotionRefusedError(RegistryError):
+    """The promotion policy refused a promotion; ``force`` with a reason overrides it.
+
+    Attributes:
+        violations: One message per broken rule, in rule order (blessing, then environment order).
+    """
+
+    def __init__(self, message: str, violations: list[str]) -> None:
+        super().__init__(message)
+        self.violations = list(violations)
+
+
+class ServingExportError(RegistryError):
+    """A serving base path holds something the export must not overwrite."""
