@@ -731,15 +731,13 @@ def score_champion(
     Raises:
         components.registry.RegistryError: the registry cannot be read.
     """
-    from components import registry as registry_lib
+    from components import registry
 
-    reg = registry_lib.open_registry(registry_uri)
-    if model_name not in reg.list_models():
+    found = registry.champion(registry_uri, model_name, alias)
+    if found is None:
         return None
-    version = reg.get_alias(model_name, alias)
-    if version is None:
-        return None
-    local = reg.download_version(model_name, version, os.path.join(scratch_dir, f"champion-{version}"))
+    version = found["version"]
+    local = registry.open_registry(registry_uri).download_version(model_name, version, os.path.join(scratch_dir, f"champion-{version}"))
     predict, champion_classes = load_serving(local)
     if sorted(champion_classes) != sorted(class_names):
         return {"version": version, "status": "different_labels", "classes": champion_classes}

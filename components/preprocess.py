@@ -736,27 +736,6 @@ def run_preprocess_in_process(
     return stats
 
 
-def find_champion(registry_uri: str, model_name: str, alias: str) -> dict[str, Any] | None:
-    """The model ``alias`` points at, as ``{"version", "alias", "labels"}``; None when there is
-    none yet (no registry, model or alias). Labels come from the version's ``metadata.json``.
-
-    Raises:
-        components.registry.RegistryError: the registry exists but cannot be read (e.g. damaged
-            metadata), which must not pass silently as "no champion".
-    """
-    from components import registry
-
-    if not (registry_uri and model_name and alias):
-        return None
-    reg = registry.open_registry(registry_uri)
-    if model_name not in reg.list_models():
-        return None
-    version = reg.get_alias(model_name, alias)
-    if version is None:
-        return None
-    return {"version": version, "alias": alias, "labels": list(reg.get_metadata(model_name, version).get("labels", []))}
-
-
 def write_statistics(stats: dict[str, Any], json_path: str, markdown_path: str | None = None) -> None:
     """Writes ``statistics.json`` (and the Markdown report) atomically (temp file, then rename)."""
     for path, text in ((json_path, json.dumps(stats, indent=2)), (markdown_path, statistics_markdown(stats) if markdown_path else None)):
@@ -790,12 +769,15 @@ def run_preprocess_step(
 
     Raises:
         ValueError: ``settings.data_uri`` is empty.
-        DataError, FileNotFoundError, components.registry.RegistryError: see
-            ``run_preprocess_in_process`` and ``find_champion``.
+        DataError, FileNotFoundError: see ``run_preprocess_in_process``.
+        components.registry.RegistryError: the registry exists but cannot be read
+            (``components.registry.champion``).
     """
+    from components import registry
+
     if not settings.data_uri:
         raise ValueError("data_uri is empty: give the folder, CSV manifest or TFRecord files to preprocess")
-    champion = find_champion(settings.registry_uri, settings.model_name, settings.target_env)
+    champion = registry.champion(settings.registry_uri, settings.model_name, settings.target_env)
     stats = run_preprocess(settings.data_uri, examples_dir, transform_graph_dir, settings, champion)
     write_statistics(stats, os.path.join(statistics_dir, STATISTICS_FILE), report_path)
     return stats

@@ -99,7 +99,7 @@ def run_push(
         FileNotFoundError: ``model_dir`` lacks the serving SavedModel.
         components.registry.RegistryError: the registry refused the push or the alias move.
     """
-    from components import registry as registry_lib
+    from components import registry
 
     if not evaluation.get("blessed"):
         raise ValueError(f"refusing to push a model that was not blessed: {evaluation.get('reason')}")
@@ -109,7 +109,7 @@ def run_push(
     with open(os.path.join(model_dir, TRAINING_FILE)) as f:
         training = json.load(f)
     metadata = build_metadata(training, evaluation, statistics, settings.data_uri, pipeline_run_id, settings.target_env)
-    reg = registry_lib.open_registry(settings.registry_uri)
+    model_registry = registry.open_registry(settings.registry_uri)
     with tempfile.TemporaryDirectory(prefix="push-") as staging:
         version_dir = os.path.join(staging, "version")
         shutil.copytree(serving, version_dir)
@@ -117,7 +117,7 @@ def run_push(
             shutil.copy2(os.path.join(model_dir, name), os.path.join(version_dir, name))
         with open(os.path.join(version_dir, EVALUATION_FILE), "w") as f:
             json.dump(evaluation, f, indent=2)
-        pushed = reg.push(
+        pushed = model_registry.push(
             settings.model_name, version_dir, metadata, alias=settings.target_env or None, actor=pipeline_run_id or None
         )
     return {"model": pushed.model, "version": pushed.version, "uri": pushed.uri, "alias": settings.target_env}

@@ -1,9 +1,10 @@
 """``run-local``: the compiled pipeline executed on this machine by ``kfp.local``.
 
-The steps run as subprocesses of this Python (``SubprocessRunner(use_venv=False)``: the project is
+By default the steps run as subprocesses of this Python (``SubprocessRunner(use_venv=False)``: the project is
 installed here, and ``use_venv=True`` builds a venv per task: measured 7 s per step, and about
 40 s when it has to install TensorFlow).
-Accelerator settings are ignored by local runs.
+Accelerator settings are ignored by that runner. With ``docker`` (``pipelines.docker_runner``)
+each step runs in its component image instead, as on a cluster.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import warnings
 from typing import Any
 
 from components.step_errors import ERROR_FILE_ENV, read_errors
+from pipelines import docker_runner
+from pipelines.docker_runner import DockerOptions
 
 
 class PipelineRunError(RuntimeError):
@@ -113,18 +116,26 @@ def _remove_empty_folders(root: str) -> None:
             pass
 
 
-def run_local(params: dict[str, Any], pipeline_root: str, package_path: str | None = None) -> LocalRunResult:
+def run_local(
+    params: dict[str, Any], pipeline_root: str, package_path: str | None = None, docker: DockerOptions | None = None
+) -> LocalRunResult:
     """Runs the compiled pipeline locally and returns its outputs.
 
     Args:
         params: Pipeline parameters (snake_case names of ``pipelines.pipeline.PARAMETERS``).
         pipeline_root: Local folder for the run's artifacts (created).
-        package_path: A compiled pipeline YAML; default: compile the current pipeline.
+        package_path: A compiled pipeline YAML; default: compile the current pipeline (with
+            ``docker.image`` as the component image under the Docker runner).
+        docker: Run every step in its container image (``pipelines.docker_runner``); None runs
+            the steps as subprocesses of this Python, where the project is installed.
 
     Raises:
         PipelineRunError: a step failed; the message is ``step <name> failed: <Error>: <message>``.
         ValueError: ``pipeline_root`` is a remote URI (kfp.local would write a local folder
-            literally named ``gs:``: kfp 2.17.3 does not write to object storage).
+            literally named ``gs:``: kfp 2.17.3 does not write to object storage); under the
+            Docker runner, a local path parameter the containers cannot see, or a missing image.
+        PermissionError: under the Docker runner, a pipeline root the containers cannot write.
+        RuntimeError: under the Docker runner, no Docker daemon answers.
     """
     from kfp import components, local
 
@@ -132,16 +143,25 @@ def run_local(params: dict[str, Any], pipeline_root: str, package_path: str | No
         raise ValueError(f"pipeline_root {pipeline_root!r} must be a local folder for run-local")
     pipeline_root = os.path.abspath(pipeline_root)
     os.makedirs(pipeline_root, exist_ok=True)
+    if docker is not None:
+        docker_runner.check_root_writable(pipeline_root, docker.user)
+        docker_runner.check_paths_visible(params, docker, pipeline_root)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="kfp-finetune-") as tmp:
         if package_path is None:
             from pipelines.pipeline import compile_pipeline
 
-            package_path = compile_pipeline(os.path.join(tmp, "pipeline.yaml"))
+            package_path = compile_pipeline(os.path.join(tmp, "pipeline.yaml"), image=docker.image if docker else None)
         pipeline = components.load_component_from_file(package_path)
-        error_file = os.path.join(tmp, "errors.jsonl")
         before = set(os.listdir(pipeline_root))
-        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=pipeline_root, raise_on_error=True)
+        if docker is None:
+            error_file = os.path.join(tmp, "errors.jsonl")
+            runner = local.SubprocessRunner(use_venv=False)
+        else:
+            # The containers see only the pipeline root: their error reports go there.
+            error_file = os.path.join(pipeline_root, f".errors-{os.getpid()}-{time.time_ns()}.jsonl")
+            runner = docker_runner.make_runner(docker, {ERROR_FILE_ENV: error_file})
+        local.init(runner=runner, pipeline_root=pipeline_root, raise_on_error=True)
         # kfp.local warns for every step that its image is not a plain Python image; here the
         # project (what the image holds) is installed in this very environment, so it is moot.
         warnings.filterwarnings("ignore", message=r"You may be attemping to run a task that uses custom", category=RuntimeWarning)
@@ -164,6 +184,8 @@ def run_local(params: dict[str, Any], pipeline_root: str, package_path: str | No
                 os.environ.pop(ERROR_FILE_ENV, None)
             else:
                 os.environ[ERROR_FILE_ENV] = previous
+            if docker is not None and os.path.exists(error_file):
+                os.remove(error_file)
     out = task.outputs
     pushed = json.loads(out["pushed"]) if out["pushed"] else None
     return LocalRunResult(

@@ -1,0 +1,169 @@
+"""``run-local --runner docker``: every step in its component image, as a cluster runs it.
+
+``kfp.local.DockerRunner`` starts one container per step from the image the pipeline was compiled
+with. The containers share nothing with the host or with each other but the pipeline root (which
+kfp.local bind-mounts at the same absolute path), the folders named in ``DockerOptions.mounts``
+and object storage, exactly as pods on a cluster share only their artifact store and volumes.
+
+Facts this module relies on (kfp 2.17.3, Docker 20.10):
+
+* kfp.local mounts only the pipeline root; extra folders go through ``DockerRunner(mounts=...)``
+  (``volumes=`` is refused by kfp.local, ``auto_remove`` clashes with its own argument).
+* A step writes its outputs inside the pipeline root as the container's user, so that user must be
+  able to write there; on a cluster the same holds for a mounted volume.
+* With ``network_mode="host"`` a container reaches servers on the host's 127.0.0.1 (a GCS
+  emulator, a proxy); on the default bridge network it does not.
+
+Settings each runner ignores: the subprocess runner ignores accelerators (steps run on this
+machine's devices); both local runners ignore CPU/memory requests and limits and every Kubernetes
+setting (node selectors, tolerations, volumes of a cluster profile, service accounts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+from typing import Any
+
+# The uid the component image runs as (docker/Dockerfile's APP_UID).
+IMAGE_UID = 10001
+DEFAULT_NETWORK = "host"
+
+
+@dataclasses.dataclass(frozen=True)
+class DockerOptions:
+    """How each step's container is started.
+
+    Attributes:
+        image: The component image (``components.image``); the pipeline is compiled with it.
+        mounts: Bind mounts ``HOST_PATH:CONTAINER_PATH`` with an optional ``:ro`` suffix (e.g. a
+            data folder, or a folder registry mounted like a PersistentVolumeClaim).
+        environment: Variables set in every container (e.g. ``STORAGE_EMULATOR_HOST``,
+            ``GOOGLE_APPLICATION_CREDENTIALS`` pointing into a mount).
+        user: ``UID[:GID]`` the containers run as; None: the image's own user (uid 10001). Any
+            uid works (OpenShift assigns arbitrary ones) as long as it can write the pipeline root.
+        gpus: GPUs passed to every container through Docker's device requests (the NVIDIA
+            container toolkit must be installed); 0: none, -1: all.
+        network: Docker network mode; ``host`` lets containers reach services on the host's
+            loopback.
+    """
+
+    image: str
+    mounts: tuple[str, ...] = ()
+    environment: tuple[tuple[str, str], ...] = ()
+    user: str | None = None
+    gpus: int = 0
+    network: str = DEFAULT_NETWORK
+
+    def __post_init__(self) -> None:
+        for spec in self.mounts:
+            parse_mount(spec)
+        if self.user is not None:
+            _parse_user(self.user)
+        if self.gpus < -1:
+            raise ValueError(f"gpus must be -1 (all), 0 or a count, got {self.gpus}")
+
+
+def parse_mount(spec: str) -> tuple[str, str, bool]:
+    """``HOST:CONTAINER[:ro]`` -> ``(absolute host path, container path, read_only)``.
+
+    Raises:
+        ValueError: not of that form, a relative container path, or a host path that does not exist.
+    """
+    parts = spec.split(":")
+    read_only = len(parts) == 3 and parts[2] == "ro"
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")) or not all(parts[:2]):
+        raise ValueError(f"mount {spec!r} must be HOST_PATH:CONTAINER_PATH or HOST_PATH:CONTAINER_PATH:ro")
+    host, container = os.path.abspath(parts[0]), parts[1]
+    if not container.startswith("/"):
+        raise ValueError(f"mount {spec!r}: the container path {container!r} must be absolute")
+    if not os.path.exists(host):
+        raise ValueError(f"mount {spec!r}: the host path {host!r} does not exist")
+    return host, container, read_only
+
+
+def _parse_user(user: str) -> tuple[int, int | None]:
+    uid, _, gid = user.partition(":")
+    if not uid.isdigit() or (gid and not gid.isdigit()):
+        raise ValueError(f"user {user!r} must be UID or UID:GID (numbers)")
+    return int(uid), int(gid) if gid else None
+
+
+def check_root_writable(pipeline_root: str, user: str | None) -> None:
+    """Fails before any container starts when the containers' user cannot write the pipeline root.
+
+    Raises:
+        PermissionError: names the folder, its owner and mode, the uid, and two ways to fix it.
+    """
+    uid, gid = _parse_user(user) if user else (IMAGE_UID, IMAGE_UID)
+    st = os.stat(pipeline_root)
+    mode = stat.S_IMODE(st.st_mode)
+    writable = (
+        uid == 0
+        or (st.st_uid == uid and mode & stat.S_IWUSR and mode & stat.S_IXUSR)
+        or (gid is not None and st.st_gid == gid and mode & stat.S_IWGRP and mode & stat.S_IXGRP)
+        or (mode & stat.S_IWOTH and mode & stat.S_IXOTH)
+    )
+    if not writable:
+        raise PermissionError(
+            f"pipeline root {pipeline_root!r} (owner uid {st.st_uid}, gid {st.st_gid}, mode {mode:o}) is not writable by "
+            f"uid {uid} that the step containers run as: run 'chmod a+rwx {pipeline_root}', or pass "
+            f"--docker-user {st.st_uid}:{st.st_gid} to run the containers as its owner"
+        )
+
+
+def check_paths_visible(params: dict[str, Any], options: DockerOptions, pipeline_root: str) -> None:
+    """Fails before any container starts when a local path parameter names a host folder the
+    containers cannot see (neither under the pipeline root nor under a mount's container path).
+
+    Raises:
+        ValueError: names the parameter, the path, and the ``--docker-mount`` that would fix it.
+    """
+    visible = [pipeline_root] + [parse_mount(m)[1] for m in options.mounts]
+    for name in ("data_uri", "registry_uri", "base_weights", "checkpoint_dir"):
+        value = str(params.get(name) or "")
+        if not value or "://" in value or (name == "base_weights" and value.lower() in ("imagenet", "none")):
+            continue
+        path = os.path.abspath(value) if not value.startswith("/") else value
+        if not any(path == v or path.startswith(v.rstrip("/") + "/") for v in visible):
+            raise ValueError(
+                f"{name} {value!r} is a path the step containers cannot see: mount it "
+                f"(--docker-mount {path}:{path}, with :ro for input data) or use a gs:// URI"
+            )
+
+
+def make_runner(options: DockerOptions, extra_environment: dict[str, str]) -> Any:
+    """The ``kfp.local.DockerRunner`` for ``options``; ``extra_environment`` is added to every
+    container (the run's error file, for example).
+
+    Raises:
+        ValueError: the image is not on this machine's Docker daemon (kfp.local would try to
+            pull it from a registry, which can take minutes to fail).
+        RuntimeError: no Docker daemon answers.
+    """
+    import docker
+    from docker.types import DeviceRequest, Mount
+    from kfp import local
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as e:  # the Docker SDK raises several unrelated types for "no daemon"
+        raise RuntimeError(f"no Docker daemon answers ({type(e).__name__}: {e}); start dockerd, or use the subprocess runner") from e
+    try:
+        client.images.get(options.image)
+    except docker.errors.ImageNotFound:
+        raise ValueError(f"image {options.image!r} is not on this machine: build it with 'make image-cpu' (or docker pull it)") from None
+    finally:
+        client.close()
+    kwargs: dict[str, Any] = {
+        "network_mode": options.network,
+        "environment": {**dict(options.environment), **extra_environment},
+        "mounts": [Mount(target=c, source=h, type="bind", read_only=ro) for h, c, ro in map(parse_mount, options.mounts)],
+    }
+    if options.user is not None:
+        kwargs["user"] = options.user
+    if options.gpus:
+        kwargs["device_requests"] = [DeviceRequest(count=options.gpus, capabilities=[["gpu"]])]
+    return local.DockerRunner(**kwargs)
