@@ -1,7 +1,9 @@
 """The ``kfp-finetune`` command line (also ``python -m pipelines``).
 
 Commands: compile, run-local, demo, submit, schedule, models (list/describe/promote/rollback),
-predict. Errors print one ``error: ...`` line on stderr and exit non-zero.
+predict. Each command function is wrapped by ``pipelines.errors.command``: an error prints one
+``error: ...`` line on stderr and exits 1 (a failed run) or 2 (bad input). ``run-local``,
+``submit`` and ``schedule`` take the pipeline parameters alike (``pipelines.params``).
 """
 
 from __future__ import annotations
@@ -10,39 +12,12 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from typing import Any, Sequence
 
-from pipelines import models_cli, remote
+from pipelines import errors, models_cli, params, remote
 
 DEFAULT_PIPELINE_ROOT = "kfp-local-root"
 DEFAULT_DEMO_WORKDIR = "demo-work"
-
-
-def _add_pipeline_params(parser: argparse.ArgumentParser) -> None:
-    from pipelines.pipeline import PARAMETERS
-
-    group = parser.add_argument_group("pipeline parameters (override --config)")
-    for name, (kind, default, help_text) in PARAMETERS.items():
-        shown = "required" if default is None else f"default: {default!r}"
-        group.add_argument(f"--{name.replace('_', '-')}", dest=f"param_{name}", type=_parse_bool if kind is bool else kind,
-                           default=None, metavar=kind.__name__.upper(), help=f"{help_text} ({shown})")
-
-
-def _parse_bool(text: str) -> bool:
-    # argparse's type=bool would take any non-empty string, "false" included, as True.
-    value = text.strip().lower()
-    if value in ("true", "1", "yes", "on"):
-        return True
-    if value in ("false", "0", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _collect_params(args: argparse.Namespace) -> dict[str, Any]:
-    params = remote.load_params(args.config, None)
-    params.update({k[len("param_"):]: v for k, v in vars(args).items() if k.startswith("param_") and v is not None})
-    return params
 
 
 def _write_summary(path: str | None, summary: dict[str, Any]) -> None:
@@ -67,6 +42,7 @@ def _print_result(summary: dict[str, Any]) -> None:
     print(f"run outputs: {summary['run_dir']}")
 
 
+@errors.command
 def _compile(args: argparse.Namespace) -> int:
     from pipelines.pipeline import compile_pipeline
 
@@ -75,26 +51,25 @@ def _compile(args: argparse.Namespace) -> int:
     return 0
 
 
+@errors.command
 def _run_local(args: argparse.Namespace) -> int:
     from pipelines.local import PipelineRunError, check_settings, run_local
-    from pipelines.pipeline import compile_pipeline
 
-    with tempfile.TemporaryDirectory(prefix="kfp-finetune-") as tmp:
-        package = args.package or compile_pipeline(os.path.join(tmp, "pipeline.yaml"))
-        params = remote.check_params(remote.read_pipeline_package(package), _collect_params(args))
-        check_settings(params)
-        try:
-            result = run_local(params, args.pipeline_root, package_path=package)
-        except PipelineRunError as e:
-            _write_summary(args.summary, {"status": "failed", "error": str(e), "metrics": None, "blessed": None, "pushed": None,
-                                          "pipeline_root": e.pipeline_root, "run_dir": e.run_dir})
-            raise
+    arguments = params.params_from_args(args)
+    check_settings(arguments)
+    try:
+        result = run_local(arguments, args.pipeline_root, package_path=args.package)
+    except PipelineRunError as e:
+        _write_summary(args.summary, {"status": "failed", "error": str(e), "metrics": None, "blessed": None, "pushed": None,
+                                      "pipeline_root": e.pipeline_root, "run_dir": e.run_dir})
+        raise
     summary = result.summary()
     _print_result(summary)
     _write_summary(args.summary, summary)
     return 0
 
 
+@errors.command
 def _demo(args: argparse.Namespace) -> int:
     from pipelines import demo
     from pipelines.local import PipelineRunError
@@ -113,6 +88,7 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+@errors.command
 def _predict(args: argparse.Namespace) -> int:
     from pipelines.predict import predict
 
@@ -141,11 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_compile)
 
     p = sub.add_parser("run-local", help="run the whole pipeline on this machine with kfp.local")
-    p.add_argument("--config", metavar="FILE", help="YAML mapping of pipeline parameters (snake_case or kebab-case keys)")
     p.add_argument("--pipeline-root", default=DEFAULT_PIPELINE_ROOT, metavar="DIR", help="local folder for run artifacts (default: %(default)s)")
     p.add_argument("--package", metavar="FILE", help="a compiled pipeline YAML to run (default: compile the installed pipeline)")
     p.add_argument("--summary", metavar="FILE", help="write the run summary as JSON")
-    _add_pipeline_params(p)
+    params.add_arguments(p)
     p.set_defaults(func=_run_local)
 
     p = sub.add_parser("demo", help="the embedded demo: digits images, a pretrained backbone, the whole pipeline")
@@ -171,22 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line; returns the exit code (1 for a failed run, 2 for bad input)."""
-    from components.registry import RegistryError
-    from pipelines.local import PipelineRunError
-
+    """Runs the command line; returns the exit code (see ``pipelines.errors``: 1 for a failed
+    run, 2 for bad input)."""
     # TensorFlow's C++ start-up lines (CUDA probing on a machine without a GPU, oneDNN notes)
     # bury the one line a user needs; they stay available with TF_CPP_MIN_LOG_LEVEL=0.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except PipelineRunError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except (ValueError, FileNotFoundError, RegistryError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return args.func(args)
 
 
 if __name__ == "__main__":

@@ -18,24 +18,22 @@ overrides it and needs ``--reason``; both are recorded. Every alias move (push, 
 rollback) is in the model's audit log, which ``audit`` prints.
 
 Exit codes: 0 on success; 2 on a registry error, a refused promotion or a bad value, with one
-``error: ...`` line on stderr. The actor recorded for promote/rollback is ``--actor``, else the
+``error: ...`` line on stderr (``pipelines.errors``). The actor recorded for promote/rollback is ``--actor``, else the
 ``USER`` environment variable (read when the command runs), else ``"unknown"``.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from components import registry
+from pipelines import errors
 
 EXIT_OK = 0
-EXIT_ERROR = 2
 
 
 def add_parser(subparsers: Any) -> None:
@@ -56,7 +54,7 @@ def add_parser(subparsers: Any) -> None:
         parser.add_argument("--registry-uri", required=True, metavar="URI",
                             help="registry root: a local folder, file:///path or gs://bucket/prefix")
         parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-        parser.set_defaults(func=_guarded(func))
+        parser.set_defaults(func=errors.command(func))
         return parser
 
     leaf("list", "List models with their versions and aliases.", _list)
@@ -109,18 +107,6 @@ def add_parser(subparsers: Any) -> None:
                         help="local or mounted folder that TF Serving watches (--model_base_path)")
     export.add_argument("--keep", type=int, metavar="N",
                         help="keep at most N numbered folders, the exported one included (default: all up to it)")
-
-
-def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    @functools.wraps(func)
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except (registry.RegistryError, ValueError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return EXIT_ERROR
-
-    return run
 
 
 def _actor(args: argparse.Namespace) -> str:

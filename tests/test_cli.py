@@ -3,6 +3,7 @@
 import pytest
 
 from pipelines.cli import main
+from tiny_pipeline import package  # noqa: F401 - pytest fixture
 
 
 @pytest.mark.parametrize(
@@ -59,3 +60,68 @@ def test_predict_takes_a_finetune_model_output_or_its_serving_folder(tmp_path):
     assert resolve_model_dir(str(serving), None, None, None, None, str(tmp_path))[0] == str(serving)
     with pytest.raises(FileNotFoundError, match=r"holds no saved_model.pb, nor serving/saved_model.pb"):
         resolve_model_dir(str(tmp_path), None, None, None, None, str(tmp_path))
+
+
+def _fake_run_local(monkeypatch, calls: list):
+    """Replaces the kfp.local run (minutes) by one that records what run-local passed it."""
+    from pipelines import local
+
+    def run_local(params, pipeline_root, package_path=None):
+        calls.append({"params": params, "pipeline_root": pipeline_root, "package_path": package_path})
+        return local.LocalRunResult(status="succeeded", blessed=True, reason="accuracy 0.9 >= floor 0.5", accuracy=0.9,
+                                    macro_f1=0.88, pushed=None, pipeline_root=pipeline_root, run_dir=None, seconds=0.0)
+
+    monkeypatch.setattr(local, "run_local", run_local)
+
+
+def test_run_local_takes_param_like_submit(tmp_path, monkeypatch, capsys):
+    calls: list = []
+    _fake_run_local(monkeypatch, calls)
+    code = main(["run-local", "--param", f"data_uri={tmp_path}", "--registry-uri", str(tmp_path / "reg"),
+                 "--param", "epochs=3", "--nesterov", "true", "--pipeline-root", str(tmp_path / "root")])
+    assert code == 0, capsys.readouterr().err
+    [call] = calls
+    assert call["params"] == {"data_uri": str(tmp_path), "epochs": 3, "registry_uri": str(tmp_path / "reg"), "nesterov": True}
+    assert type(call["params"]["epochs"]) is int
+    # The installed pipeline is checked against PARAMETERS; run_local compiles it itself.
+    assert call["package_path"] is None
+    assert "test accuracy 0.9000, macro F1 0.8800" in capsys.readouterr().out
+
+
+def test_run_local_checks_settings_given_by_param(tmp_path, monkeypatch, capsys):
+    _fake_run_local(monkeypatch, calls := [])
+    code = main(["run-local", "--data-uri", str(tmp_path), "--registry-uri", str(tmp_path / "reg"),
+                 "--param", "dropout=1.5"])
+    assert code == 2 and calls == []
+    assert capsys.readouterr().err == "error: dropout must be in [0, 1), got 1.5\n"
+
+
+def test_run_local_checks_a_package_against_its_own_parameters(tmp_path, monkeypatch, capsys, package):
+    _fake_run_local(monkeypatch, calls := [])
+    code = main(["run-local", "--package", package, "--data-uri", str(tmp_path), "--registry-uri", str(tmp_path / "reg")])
+    assert code == 2 and calls == []
+    assert capsys.readouterr().err.startswith("error: unknown pipeline parameter 'registry_uri'; 'tiny-finetune' takes: ")
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("data-uri: /d\nregistry_uri: /r\nepochz: 3\n",
+         "error: unknown pipeline parameter 'epochz'; 'kfp-finetune' takes: "),
+        ("data-uri: /d\nepochs: 3\n", "error: missing required pipeline parameter(s): registry_uri\n"),
+    ],
+)
+def test_run_local_submit_and_schedule_refuse_a_bad_config_alike(tmp_path, monkeypatch, capsys, config, message):
+    _fake_run_local(monkeypatch, calls := [])
+    (tmp_path / "run.yaml").write_text(config)
+    # Nothing answers on this host: the parameters are refused before any request is sent.
+    host = "http://127.0.0.1:9"
+    errors = []
+    for argv in (["run-local"], ["submit", "--host", host], ["schedule", "--host", host, "--cron", "0 3 * * *"]):
+        assert main([*argv, "--config", str(tmp_path / "run.yaml")]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        errors.append(captured.err)
+    assert errors[0] == errors[1] == errors[2]
+    assert errors[0].startswith(message) and errors[0].count("\n") == 1
+    assert calls == []

@@ -35,43 +35,10 @@ import yaml
 from kfp import compiler, dsl
 
 from pipelines import remote
+from tiny_pipeline import TINY_NAME, TINY_PARAMETERS, compile_tiny, package  # noqa: F401 - package is a pytest fixture
 
 REPO = Path(__file__).resolve().parents[1]
 KIND_UP = REPO / "docker" / "kind-up.sh"
-
-
-# --------------------------------------------------------------------------------------------
-# A stand-in pipeline (the real one lives in pipelines/pipeline.py, written elsewhere)
-# --------------------------------------------------------------------------------------------
-
-
-@dsl.component(base_image="python:3.11-slim")
-def _train(data_uri: str, epochs: int, learning_rate: float) -> float:
-    return learning_rate * epochs
-
-
-@dsl.pipeline(name="tiny-finetune", description="stand-in for finetune_pipeline")
-def _tiny_pipeline(
-    data_uri: str,
-    epochs: int = 2,
-    learning_rate: float = 0.01,
-    accelerator_type: str = "nvidia.com/gpu",
-    accelerator_count: int = 1,
-    unfreeze: bool = False,
-    class_names: list = [],  # noqa: B006 - KFP needs a literal default
-):
-    task = _train(data_uri=data_uri, epochs=epochs, learning_rate=learning_rate)
-    task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
-
-
-def _compile_tiny(package_path: str) -> str:
-    compiler.Compiler().compile(_tiny_pipeline, package_path)
-    return package_path
-
-
-@pytest.fixture(scope="session")
-def package(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return _compile_tiny(str(tmp_path_factory.mktemp("pkg") / "tiny.yaml"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,142 +139,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-# --------------------------------------------------------------------------------------------
-# Cron validation
-# --------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("given", "sent", "rewritten"),
-    [
-        ("0 0 3 * * *", "0 0 3 * * *", False),
-        ("0 3 * * *", "0 0 3 * * *", True),  # standard crontab: 03:00 daily
-        ("0 9 * * 1", "0 0 9 * * 1", True),  # robfig would read this as minute 9 of every hour in Jan
-        ("  0   0  3 *  * * ", "0 0 3 * * *", False),
-        ("0 0 0/6 * * ?", "0 0 0/6 * * ?", False),
-        ("0 0 9 ? * MON-FRI", "0 0 9 ? * MON-FRI", False),
-        ("0 30 2 1,15 jan,jul *", "0 30 2 1,15 jan,jul *", False),
-        ("*/15 * * * * *", "*/15 * * * * *", False),
-        ("0 */10 * * *", "0 0 */10 * * *", True),
-        ("@daily", "@daily", False),
-        ("@every 6h", "@every 6h", False),
-        ("@every 1h30m", "@every 1h30m", False),
-    ],
-)
-def test_normalize_cron_accepts(given: str, sent: str, rewritten: bool) -> None:
-    spec = remote.normalize_cron(given)
-    assert spec.expression == sent
-    assert (spec.note is not None) == rewritten
-    if rewritten:
-        assert sent in spec.note and "6" in spec.note
-
-
-@pytest.mark.parametrize(
-    ("given", "names"),
-    [
-        ("", "empty"),
-        ("* * * *", "found 4"),
-        ("0 0 0 1 1 * 2030", "found 7"),
-        ("60 * * * * *", "second"),
-        ("0 60 * * * *", "minute"),
-        ("0 0 24 * * *", "hour"),
-        ("0 0 0 0 * *", "day-of-month"),
-        ("0 0 0 32 * *", "day-of-month"),
-        ("0 0 0 * 13 *", "month"),
-        ("0 0 0 * * 7", "day-of-week"),  # robfig: 0-6 only
-        ("0 0 0 L * *", "day-of-month"),  # Quartz "last day": not robfig
-        ("0 0 0 * * 1#2", "day-of-week"),
-        ("0 0 0 * * H", "day-of-week"),
-        ("0 0 */0 * * *", "step"),
-        ("0 0 5-1 * * *", "backwards"),
-        ("0 0 1-2-3 * * *", "too many '-'"),
-        ("? * * * * *", "'?'"),
-        ("0 0 0 * FOO *", "month"),
-        ("@reboot", "descriptor"),
-        ("@every soon", "@every"),
-        ("@every 10ms", "at least 1s"),
-        ("0,,5 * * * * *", "empty list item"),
-    ],
-)
-def test_normalize_cron_rejects(given: str, names: str) -> None:
-    with pytest.raises(ValueError) as excinfo:
-        remote.normalize_cron(given)
-    message = str(excinfo.value)
-    assert repr(given) in message
-    assert names in message
-
-
-# --------------------------------------------------------------------------------------------
-# Parameters
-# --------------------------------------------------------------------------------------------
-
-
-def test_read_pipeline_package(package: str) -> None:
-    pkg = remote.read_pipeline_package(package)
-    assert pkg.name == "tiny-finetune"
-    assert pkg.parameters["data_uri"].required
-    assert not pkg.parameters["epochs"].required
-    assert pkg.parameters["epochs"].parameter_type == "NUMBER_INTEGER"
-    assert pkg.parameters["learning_rate"].parameter_type == "NUMBER_DOUBLE"
-
-
-@pytest.mark.parametrize(
-    ("key", "value", "expected"),
-    [
-        ("epochs", "5", 5),
-        ("epochs", 5.0, 5),
-        ("learning-rate", "1e-3", 0.001),
-        ("learning_rate", 1, 1.0),
-        ("unfreeze", "yes", True),
-        ("unfreeze", "False", False),
-        ("class_names", '["cat", "dog"]', ["cat", "dog"]),
-        ("accelerator_type", "nvidia.com/gpu", "nvidia.com/gpu"),
-    ],
-)
-def test_check_params_converts(package: str, key: str, value: Any, expected: Any) -> None:
-    checked = remote.check_params(remote.read_pipeline_package(package), {"data_uri": "/d", key: value})
-    assert checked[key.replace("-", "_")] == expected
-    assert type(checked[key.replace("-", "_")]) is type(expected)
-
-
-@pytest.mark.parametrize(
-    ("params", "names"),
-    [
-        ({"data_uri": "/d", "epochz": 3}, "'epochz'"),
-        ({"epochs": 3}, "data_uri"),
-        ({"data_uri": "/d", "epochs": "three"}, "'epochs'"),
-        ({"data_uri": "/d", "epochs": 2.5}, "'epochs'"),
-        ({"data_uri": "/d", "epochs": True}, "'epochs'"),
-        ({"data_uri": "/d", "unfreeze": "maybe"}, "'unfreeze'"),
-        ({"data_uri": 3}, "'data_uri'"),
-        ({"data_uri": "/d", "class_names": "{}"}, "'class_names'"),
-    ],
-)
-def test_check_params_rejects(package: str, params: dict, names: str) -> None:
-    with pytest.raises(ValueError, match=names):
-        remote.check_params(remote.read_pipeline_package(package), params)
-
-
-def test_load_params_config_then_overrides(tmp_path: Path) -> None:
-    config = tmp_path / "run.yaml"
-    config.write_text("data-uri: gs://bucket/digits\nepochs: 3\nlearning_rate: 0.01\n")
-    params = remote.load_params(str(config), [("epochs", "7"), ("target-env", "dev")])
-    assert params == {"data_uri": "gs://bucket/digits", "epochs": "7", "learning_rate": 0.01, "target_env": "dev"}
-
-
-def test_load_params_rejects_duplicate_and_non_mapping(tmp_path: Path) -> None:
-    dup = tmp_path / "dup.yaml"
-    dup.write_text("data-uri: a\ndata_uri: b\n")
-    with pytest.raises(ValueError, match="data_uri"):
-        remote.load_params(str(dup), [])
-    listing = tmp_path / "list.yaml"
-    listing.write_text("- a\n- b\n")
-    with pytest.raises(ValueError, match="mapping"):
-        remote.load_params(str(listing), [])
-    with pytest.raises(FileNotFoundError):
-        remote.load_params(str(tmp_path / "missing.yaml"), [])
 
 
 # --------------------------------------------------------------------------------------------
@@ -479,6 +310,27 @@ def test_cli_submit_config_and_param_override(kfp_server, package: str, tmp_path
     assert params == {"data_uri": "gs://bucket/digits", "epochs": 5, "learning_rate": 0.02}
 
 
+def test_cli_submit_takes_parameter_flags(kfp_server, package: str) -> None:
+    fake, host = kfp_server
+    code, out, err = _cli(["submit", "--host", host, "--package", package, "--data-uri", "gs://bucket/digits",
+                           "--epochs", "3", "--learning-rate", "0.02"])
+    assert code == 0, err
+    params = fake.calls("POST", "/apis/v2beta1/runs")[0]["body"]["runtime_config"]["parameters"]
+    assert params == {"data_uri": "gs://bucket/digits", "epochs": 3, "learning_rate": 0.02}
+    assert json.loads(out)["params"] == params
+
+
+def test_cli_schedule_takes_parameter_flags(kfp_server, package: str, tmp_path: Path) -> None:
+    fake, host = kfp_server
+    config = tmp_path / "nightly.yaml"
+    config.write_text("data_uri: gs://bucket/digits\nepochs: 3\n")
+    code, _, err = _cli(["schedule", "--host", host, "--package", package, "--config", str(config), "--epochs", "6",
+                         "--cron", "0 0 3 * * *"])
+    assert code == 0, err
+    body = fake.calls("POST", "/apis/v2beta1/recurringruns")[0]["body"]
+    assert body["runtime_config"]["parameters"] == {"data_uri": "gs://bucket/digits", "epochs": 6}
+
+
 def test_cli_submit_wait_failed_run_exits_1(kfp_server, package: str) -> None:
     fake, host = kfp_server
     fake.run_states = ["FAILED"]
@@ -508,6 +360,10 @@ def test_cli_schedule_says_when_cron_was_rewritten(kfp_server, package: str) -> 
         (["submit", "--param", "epochz=1", "--param", "data_uri=/d"], "unknown pipeline parameter 'epochz'"),
         (["schedule", "--param", "data_uri=/d", "--cron", "every day"], "invalid cron expression 'every day'"),
         (["submit", "--config", "/nonexistent/run.yaml"], "does not exist"),
+        (["submit", "--data-uri", "/d", "--epochs", "3", "--param", "epochs=4"],
+         "pipeline parameter 'epochs' is given twice: as --epochs and as --param"),
+        (["schedule", "--data-uri", "/d", "--epochs", "three", "--cron", "0 3 * * *"],
+         "parameter 'epochs' (NUMBER_INTEGER) must be an integer, got 'three'"),
     ],
 )
 def test_cli_errors_are_one_line_exit_2(kfp_server, package: str, argv_tail: list[str], fragment: str) -> None:
@@ -543,18 +399,39 @@ def test_cli_without_package_compiles_lazily(kfp_server, monkeypatch) -> None:
 
     def compile_pipeline(package_path: str, image: str | None = None) -> str:
         seen.update(path=package_path, image=image)
-        return _compile_tiny(package_path)
+        return compile_tiny(package_path)
 
-    # pipelines.pipeline is written by another engineer; remote.py must import it only when
-    # compiling, so a stand-in module is enough here.
-    monkeypatch.setitem(sys.modules, "pipelines.pipeline", types.SimpleNamespace(compile_pipeline=compile_pipeline))
+    _install_tiny(monkeypatch, compile_pipeline)
     code, out, err = _cli(
-        ["submit", "--host", host, "--image", "localhost/kfp-finetune:dev", "--param", "data_uri=/d"]
+        ["submit", "--host", host, "--image", "localhost/kfp-finetune:dev", "--param", "data_uri=/d", "--epochs", "4"]
     )
     assert code == 0, err
     assert seen["image"] == "localhost/kfp-finetune:dev"
     assert not os.path.exists(seen["path"])  # the temporary package is cleaned up
-    assert fake.calls("POST", "/apis/v2beta1/runs")[0]["body"]["pipeline_spec"]["pipelineInfo"]["name"] == "tiny-finetune"
+    [run] = fake.calls("POST", "/apis/v2beta1/runs")
+    assert run["body"]["pipeline_spec"]["pipelineInfo"]["name"] == "tiny-finetune"
+    assert run["body"]["runtime_config"]["parameters"] == {"data_uri": "/d", "epochs": 4}
+
+
+@pytest.mark.parametrize("command", [["submit"], ["schedule", "--cron", "0 3 * * *"]])
+def test_cli_without_package_checks_parameters_before_compiling(kfp_server, monkeypatch, command: list[str]) -> None:
+    fake, host = kfp_server
+
+    def compile_pipeline(package_path: str, image: str | None = None) -> str:
+        raise AssertionError("compiled although a required parameter is missing")
+
+    _install_tiny(monkeypatch, compile_pipeline)
+    code, out, err = _cli([*command, "--host", host, "--epochs", "4"])
+    assert (code, out) == (2, "")
+    assert err == "error: missing required pipeline parameter(s): data_uri\n"
+    assert fake.requests == []
+
+
+def _install_tiny(monkeypatch: pytest.MonkeyPatch, compile_pipeline: Any) -> None:
+    # pipelines.pipeline is written by another engineer; remote.py must import it only when
+    # building the parser (its PARAMETERS) or compiling, so a stand-in module is enough here.
+    stand_in = types.SimpleNamespace(PARAMETERS=TINY_PARAMETERS, PIPELINE_NAME=TINY_NAME, compile_pipeline=compile_pipeline)
+    monkeypatch.setitem(sys.modules, "pipelines.pipeline", stand_in)
 
 
 def test_cli_image_with_package_is_refused(kfp_server, package: str) -> None:
