@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any, Sequence
 
-from pipelines import errors, models_cli, params, remote
+from pipelines import docker_runner, errors, models_cli, params, remote
 
 DEFAULT_PIPELINE_ROOT = "kfp-local-root"
 DEFAULT_DEMO_WORKDIR = "demo-work"
@@ -56,9 +56,10 @@ def _run_local(args: argparse.Namespace) -> int:
     from pipelines.local import PipelineRunError, check_settings, run_local
 
     arguments = params.params_from_args(args)
+    docker = docker_runner.options_from_args(args)
     check_settings(arguments)
     try:
-        result = run_local(arguments, args.pipeline_root, package_path=args.package)
+        result = run_local(arguments, args.pipeline_root, package_path=args.package, docker=docker)
     except PipelineRunError as e:
         _write_summary(args.summary, {"status": "failed", "error": str(e), "metrics": None, "blessed": None, "pushed": None,
                                       "pipeline_root": e.pipeline_root, "run_dir": e.run_dir})
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline-root", default=DEFAULT_PIPELINE_ROOT, metavar="DIR", help="local folder for run artifacts (default: %(default)s)")
     p.add_argument("--package", metavar="FILE", help="a compiled pipeline YAML to run (default: compile the installed pipeline)")
     p.add_argument("--summary", metavar="FILE", help="write the run summary as JSON")
+    docker_runner.add_arguments(p, COMPONENT_IMAGE)
     params.add_arguments(p)
     p.set_defaults(func=_run_local)
 

@@ -140,7 +140,7 @@ def make_runner(options: DockerOptions, extra_environment: dict[str, str]) -> An
     Raises:
         ValueError: the image is not on this machine's Docker daemon (kfp.local would try to
             pull it from a registry, which can take minutes to fail).
-        RuntimeError: no Docker daemon answers.
+        ConnectionError: no Docker daemon answers.
     """
     import docker
     from docker.types import DeviceRequest, Mount
@@ -150,7 +150,7 @@ def make_runner(options: DockerOptions, extra_environment: dict[str, str]) -> An
         client = docker.from_env()
         client.ping()
     except Exception as e:  # the Docker SDK raises several unrelated types for "no daemon"
-        raise RuntimeError(f"no Docker daemon answers ({type(e).__name__}: {e}); start dockerd, or use the subprocess runner") from e
+        raise ConnectionError(f"no Docker daemon answers ({type(e).__name__}: {e}); start dockerd, or use the subprocess runner") from e
     try:
         client.images.get(options.image)
     except docker.errors.ImageNotFound:
@@ -167,3 +167,44 @@ def make_runner(options: DockerOptions, extra_environment: dict[str, str]) -> An
     if options.gpus:
         kwargs["device_requests"] = [DeviceRequest(count=options.gpus, capabilities=[["gpu"]])]
     return local.DockerRunner(**kwargs)
+
+
+def options_from_args(args: Any) -> DockerOptions | None:
+    """``DockerOptions`` from ``run-local``'s ``--runner docker`` flags; None for the subprocess runner.
+
+    Raises:
+        ValueError: a flag that belongs to the Docker runner given with the subprocess runner, or
+            a malformed ``--docker-env`` / ``--docker-mount`` / ``--docker-user``.
+    """
+    docker_flags = {"--docker-mount": args.docker_mount, "--docker-env": args.docker_env, "--docker-user": args.docker_user,
+                    "--gpus": args.gpus}
+    if args.runner != "docker":
+        given = [flag for flag, value in docker_flags.items() if value]
+        if given:
+            raise ValueError(f"{', '.join(given)} only apply with --runner docker")
+        return None
+    environment = []
+    for item in args.docker_env or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--docker-env {item!r} must be NAME=VALUE")
+        environment.append((name, value))
+    return DockerOptions(
+        image=args.image, mounts=tuple(args.docker_mount or ()), environment=tuple(environment),
+        user=args.docker_user, gpus=args.gpus or 0,
+    )
+
+
+def add_arguments(parser: Any, default_image: str) -> None:
+    """``run-local``'s runner flags."""
+    group = parser.add_argument_group("runner (see docs: what each runner ignores)")
+    group.add_argument("--runner", choices=("subprocess", "docker"), default="subprocess",
+                       help="subprocess: steps run in this Python (fastest; accelerators ignored); docker: each step in "
+                            "its component image, sharing only the pipeline root and mounts, as on a cluster")
+    group.add_argument("--image", default=default_image, metavar="REF", help="component image for --runner docker (default: %(default)s)")
+    group.add_argument("--docker-mount", action="append", metavar="HOST:CONTAINER[:ro]",
+                       help="bind-mount a host folder into every step container (repeatable), e.g. data or a folder registry")
+    group.add_argument("--docker-env", action="append", metavar="NAME=VALUE",
+                       help="set a variable in every step container (repeatable), e.g. STORAGE_EMULATOR_HOST")
+    group.add_argument("--docker-user", metavar="UID[:GID]", help="run the containers as this user (default: the image's uid 10001)")
+    group.add_argument("--gpus", type=int, metavar="N", help="pass N GPUs (-1: all) to every container (NVIDIA container toolkit)")
