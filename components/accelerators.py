@@ -262,8 +262,7 @@ def judge(statuses: Sequence[LibraryStatus], build_info: Mapping[str, object]) -
     if len(missing) == len(statuses):
         return CudaVerdict(
             "no_cuda_libraries",
-            f"not a GPU image: no CUDA libraries (none of {', '.join(missing)} loads); "
-            f"use the GPU image {GPU_COMPONENT_IMAGE} (tensorflow[and-cuda])",
+            f"not a GPU image: no CUDA libraries (none of {', '.join(missing)} loads)",
             missing,
         )
     expected = {"cuda": cuda_major, "cudnn": cudnn_major}
@@ -351,7 +350,8 @@ def format_report(report: CudaReport) -> str:
         lines.append(f"{NVIDIA_DRIVER.name:<13} {NVIDIA_DRIVER.soname:<19} {'-':<9} absent (a GPU node's driver has it)")
     else:
         lines.append(row(NVIDIA_DRIVER.name, report.driver))
-    lines.append(report.verdict.message)
+    advice = "" if report.verdict.kind == "ready" else f"; the GPU image is {GPU_COMPONENT_IMAGE} (make image-gpu)"
+    lines.append(report.verdict.message + advice)
     return "\n".join(lines)
 
 

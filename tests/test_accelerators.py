@@ -75,7 +75,7 @@ def test_judge_no_cuda_libraries_names_the_gpu_image():
     verdict = acc.judge(statuses({}), BUILD_INFO)
     assert (verdict.kind, verdict.exit_code, len(verdict.missing)) == ("no_cuda_libraries", 1, 9)
     assert verdict.message.startswith("not a GPU image: no CUDA libraries (none of libcudart.so.12, ")
-    assert GPU_COMPONENT_IMAGE in verdict.message
+    assert verdict.message.endswith("libnccl.so.2 loads)")
 
 
 def test_judge_incomplete_lists_the_missing():
@@ -272,4 +272,6 @@ def test_main_exit_code_and_json(capsys, tensorflow_cpu_only):
     assert report["verdict"]["kind"] == "no_cuda_libraries"
     assert report["build_info"]["cuda_version"].startswith("12.")
     assert acc.main([]) == 1
-    assert capsys.readouterr().out.splitlines()[-1].startswith("not a GPU image: no CUDA libraries")
+    verdict = capsys.readouterr().out.splitlines()[-1]
+    assert verdict.startswith("not a GPU image: no CUDA libraries")
+    assert verdict.endswith(f"loads); the GPU image is {GPU_COMPONENT_IMAGE} (make image-gpu)")
