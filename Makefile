@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_WORKDIR ?= demo-work
 
-.PHONY: demo test test-fast compile clean bench
+.PHONY: demo test test-fast compile clean bench images image-cpu image-gpu test-images
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,3 +33,19 @@ compile: $(STAMP)
 
 clean:
 	rm -rf $(DEMO_WORKDIR) kfp-local-root kfp-finetune.yaml .pytest_cache
+
+# The component images (docker/Dockerfile), named and tagged as in components/image.py. The base
+# image is python:3.11-slim, or where no registry is reachable one built from a Debian mirror
+# (docker/build-base.sh); BASE_IMAGE= and PIP_CA_BUNDLE= are passed on (see docker/README.md).
+images: image-cpu image-gpu
+
+image-cpu:
+	docker/build-image.sh cpu
+
+# 7.9 GB (the CPU image: 3.4 GB): tensorflow[and-cuda] adds the CUDA 12 and cuDNN 9 libraries.
+image-gpu:
+	docker/build-image.sh gpu
+
+# Not part of `make test`: rebuilds what changed in both images, then runs them (tests marked docker).
+test-images: $(STAMP) images
+	KFP_FINETUNE_IMAGE_TESTS=1 $(BIN)/python -m pytest -q -m docker tests/test_images.py

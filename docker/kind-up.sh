@@ -80,7 +80,7 @@ kc apply -k "${manifests}/env/platform-agnostic?ref=${kfp_version}"
 # 3. The component image, built here and loaded into the node (no registry push needed).
 if [[ "${KFP_FINETUNE_SKIP_BUILD:-0}" != 1 ]]; then
   say "building ${image}"
-  docker build -f "${here}/Dockerfile" -t "${image}" "${repo}"
+  IMAGE="${image}" "${here}/build-image.sh" cpu
 fi
 say "loading ${image} into kind"
 kind load docker-image "${image}" --name "${cluster}"
