@@ -1,8 +1,6 @@
-"""Rows of the finetune step.
-
-Implemented: ``input_pipeline`` (the training input pipeline against tensors in memory).
-Stubs, marked ``PENDING``: rows that wait for product functions another engineer is adding to
-``components.finetune``; each reports ``pending`` while that function is missing.
+"""Rows of the finetune step: its training input (``input_pipeline``), its head phase against
+plain Keras and against the limit (``finetune_head_only``, ``finetune_head_only_vs_limit``), and
+its peak memory (``finetune_peak_memory``).
 """
 
 from __future__ import annotations
@@ -13,6 +11,7 @@ from typing import Any
 
 from bench.harness import Context, Goal, Result, row
 from bench.rows_preprocess import BIG, preprocessed
+from components.finetune import data as finetune_data
 
 EPOCHS = 5
 BATCH_SIZE = 32
@@ -23,7 +22,7 @@ def _tiny_head(image_size: int, num_classes: int) -> Any:
     """A tiny head-only Keras model (no base model): average pooling, dropout, softmax dense.
 
     Its compute per image is negligible, so the time of ``fit`` is the input pipeline's time plus
-    Keras' own per-step overhead, which both sides pay alike.
+    Keras' own per-step overhead, which both sides pay alike. One-hot targets, as the step's.
     """
     import keras
 
@@ -35,38 +34,50 @@ def _tiny_head(image_size: int, num_classes: int) -> Any:
         keras.layers.Dropout(0.2),
         keras.layers.Dense(num_classes, activation="softmax"),
     ])
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy", metrics=["accuracy"])
     return model
+
+
+def product_training_input(folder: str) -> tuple[Any, Any]:
+    """The step's own training input on images, built by the very calls ``run_finetune_step``
+    makes: ``prepare_data`` (with its memory-cache decision over the train and eval splits) and
+    ``training_batches`` (head phase: seed ``SEED``, epochs 0 to ``EPOCHS``), batch ``BATCH_SIZE``
+    on one replica.
+
+    Args:
+        folder: A preprocess run's folder with ``examples/`` and ``transform/``.
+
+    Returns:
+        ``(TrainingData, dataset of (image, one-hot label) batches)``; nothing decoded yet.
+    """
+    from components.finetune import FinetuneSettings
+
+    settings = FinetuneSettings(base_weights="none", batch_size=BATCH_SIZE, seed=SEED, epochs=EPOCHS)
+    data = finetune_data.prepare_data(os.path.join(folder, "examples"), os.path.join(folder, "transform"), settings)
+    return data, finetune_data.training_batches(data, SEED, 0, EPOCHS)
 
 
 def _input_pipeline_samples(ctx: Context) -> dict[str, Any]:
     import numpy as np
-    import tensorflow_transform as tft
-
-    from components import artifacts, finetune
-    from components.artifacts import LABEL_VOCABULARY
 
     folder = preprocessed(ctx, BIG)
-    tft_output = tft.TFTransformOutput(os.path.join(folder, "transform"))
-    num_classes = len(tft_output.vocabulary_by_name(LABEL_VOCABULARY))
-    files = artifacts.split_files(os.path.join(folder, "examples"), "train")
-    n = finetune.count_examples(files)
-    # The same caching decision run_finetune makes (cache decoded pixels when they fit in memory).
-    image_size = int(tft_output.transformed_feature_spec()["image"].shape[0])
-    cache = n * image_size * image_size * 3 * 4 < finetune._MEMORY_CACHE_LIMIT_BYTES
-    # B's tensors: the very pixels the pipeline yields, materialized once outside the timing.
-    xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in finetune.make_dataset(files, tft_output, BATCH_SIZE)))
-    x, y = np.concatenate(xs), np.concatenate(ys)
+    # B's tensors: the very pixels the step's pipeline yields, materialized once outside the
+    # timing (from their own prepare_data, so that A's cache starts empty in every repetition).
+    reference, _ = product_training_input(folder)
+    n, size, num_classes = reference.num_train, reference.image_size, len(reference.labels)
+    pairs = [(x.numpy(), y.numpy()) for x, y in finetune_data.one_hot_batches(reference.train_examples, 256, num_classes)]
+    x, y = np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
 
     def side_a() -> tuple[float, float]:
-        model = _tiny_head(image_size, num_classes)
-        ds = finetune.make_dataset(files, tft_output, BATCH_SIZE, shuffle_seed=SEED, cache=cache)
+        data, batches = product_training_input(folder)
+        model = _tiny_head(size, num_classes)
         start = time.perf_counter()
-        h = model.fit(ds, epochs=EPOCHS, shuffle=False, verbose=0)  # make_dataset shuffles
+        # As the step calls fit: every epoch's batches in one dataset, steps_per_epoch per epoch.
+        h = model.fit(batches, epochs=EPOCHS, steps_per_epoch=data.steps_per_epoch, verbose=0)
         return n * EPOCHS / (time.perf_counter() - start), h.history["accuracy"][-1]
 
     def side_b() -> tuple[float, float]:
-        model = _tiny_head(image_size, num_classes)
+        model = _tiny_head(size, num_classes)
         start = time.perf_counter()
         h = model.fit(x, y, batch_size=BATCH_SIZE, epochs=EPOCHS, shuffle=True, verbose=0)
         return n * EPOCHS / (time.perf_counter() - start), h.history["accuracy"][-1]
@@ -79,15 +90,16 @@ def _input_pipeline_samples(ctx: Context) -> dict[str, Any]:
         rate, acc = side_b()
         b.append(rate)
         acc_b.append(acc)
-    return {"a": a, "b": b, "acc_a": acc_a, "acc_b": acc_b, "n": n, "cache": cache, "image_size": image_size}
+    return {"a": a, "b": b, "acc_a": acc_a, "acc_b": acc_b, "n": n, "n_eval": reference.num_eval,
+            "cache": reference.cache, "image_size": size}
 
 
-@row("input_pipeline", "training images/s fed by make_dataset (TFRecords + TFT layer) vs in-memory tensors")
+@row("input_pipeline", "training images/s fed by the step's training input (TFRecords + TFT layer) vs in-memory tensors")
 def input_pipeline(ctx: Context) -> Result:
     s = _input_pipeline_samples(ctx)
     return Result(
         name="input_pipeline",
-        compared="model.fit on make_dataset vs on in-memory tensors",
+        compared="model.fit on the step's training_batches vs on in-memory tensors",
         unit="images/s",
         goal=Goal(">=", 0.9),
         a=s["a"],
@@ -95,10 +107,23 @@ def input_pipeline(ctx: Context) -> Result:
         accuracy=f"train acc A {s['acc_a'][-1]:.3f} / B {s['acc_b'][-1]:.3f}",
         notes=(f"Tiny head-only model (4x4 average pooling, dense; no base model) trained {EPOCHS} epochs on the "
                f"{s['n']}-image train split at {s['image_size']} px, batch {BATCH_SIZE}; images/s = images x epochs / "
-               f"fit seconds. A: components.finetune.make_dataset with cache={s['cache']} (as run_finetune "
-               f"decides), so the first epoch decodes JPEGs through the tf.Transform layer. B: model.fit on the "
-               f"same pixels as NumPy arrays."),
+               f"fit seconds. A: the step's own input, components.finetune.data.prepare_data + training_batches "
+               f"(cache={s['cache']}, decided as the step decides, from the {s['n']} train + {s['n_eval']} eval "
+               f"images), fed to fit as the step feeds it; its first epoch decodes every image through the "
+               f"tf.Transform layer. B: model.fit on the same pixels as NumPy arrays."),
     )
+
+
+def _plain_batches(files: list[str], tft_output: Any, batch_size: int, shuffle_seed: int | None = None, cache: bool = False) -> Any:
+    """A baseline's input (not the step's): ``(image, label index)`` batches of ``files`` through
+    the transform graph, in file order or reshuffled every epoch by ``shuffle_seed``."""
+    import tensorflow as tf
+
+    ds = finetune_data.transform_decoder(tft_output)(tf.data.TFRecordDataset(files))
+    ds = ds.cache() if cache else ds
+    if shuffle_seed is not None:
+        ds = ds.shuffle(finetune_data.SHUFFLE_BUFFER, seed=shuffle_seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,10 +159,10 @@ def demo_task(ctx: Context, size: int = DEMO_SIZE) -> dict[str, Any]:
 def _test_accuracy(model: Any, task: dict[str, Any], tft_output: Any) -> float:
     import numpy as np
 
-    from components import artifacts, finetune
+    from components import artifacts
 
     correct = total = 0
-    for x, y in finetune.make_dataset(artifacts.split_files(task["examples"], "test"), tft_output, 256):
+    for x, y in _plain_batches(artifacts.split_files(task["examples"], "test"), tft_output, 256):
         correct += int(np.sum(np.argmax(model.predict_on_batch(x), axis=1) == y.numpy()))
         total += int(y.shape[0])
     return correct / total
@@ -148,31 +173,34 @@ def _head_only_samples(ctx: Context, size: int) -> dict[str, Any]:
     import numpy as np
     import tensorflow_transform as tft
 
-    from components import artifacts, base_models, finetune
+    from components import artifacts
+    from components.finetune import FinetuneSettings, run_finetune_step
+    from components.finetune.fast_path import feature_function
+    from components.finetune.model import build_classifier, head_model, load_base_model
 
     task = demo_task(ctx, size)
     tft_output = tft.TFTransformOutput(task["transform"])
-    num_classes = len(finetune.vocabulary(tft_output))
-    settings = finetune.FinetuneSettings(base_model="mobilenet_v2", base_weights=task["weights"], width_multiplier=0.35,
-                                         epochs=HEAD_EPOCHS, batch_size=BATCH_SIZE, seed=SEED)
+    num_classes = len(artifacts.vocabulary(tft_output))
+    settings = FinetuneSettings(base_model="mobilenet_v2", base_weights=task["weights"], width_multiplier=0.35,
+                                epochs=HEAD_EPOCHS, batch_size=BATCH_SIZE, seed=SEED)
     train = artifacts.split_files(task["examples"], "train")
     eval_files = artifacts.split_files(task["examples"], "eval")
-    n = finetune.count_examples(train)
+    n = finetune_data.count_examples(train)
 
     def product() -> tuple[float, float]:
         out = ctx.fresh_dir("finetune-product")
-        summary = finetune.run_finetune(task["examples"], task["transform"], out, settings)
+        summary = run_finetune_step(task["examples"], task["transform"], out, settings)
         model = keras.models.load_model(os.path.join(out, artifacts.KERAS_FILE))
         return summary["phase_seconds"]["head"], _test_accuracy(model, task, tft_output)
 
     def plain_fit() -> tuple[float, float]:
         # Keras' transfer-learning guide: frozen base, new head, model.fit on the images.
         keras.utils.set_random_seed(SEED)
-        base = finetune.load_base_model(settings, size, ctx.fresh_dir("weights"))
-        model = finetune.build_classifier(base, num_classes, settings)
+        base = load_base_model(settings, size, ctx.fresh_dir("weights"))
+        model = build_classifier(base, num_classes, settings)
         model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        train_ds = finetune.make_dataset(train, tft_output, BATCH_SIZE, shuffle_seed=SEED, cache=True)
-        eval_ds = finetune.make_dataset(eval_files, tft_output, BATCH_SIZE, cache=True)
+        train_ds = _plain_batches(train, tft_output, BATCH_SIZE, shuffle_seed=SEED, cache=True)
+        eval_ds = _plain_batches(eval_files, tft_output, BATCH_SIZE, cache=True)
         start = time.perf_counter()
         model.fit(train_ds, validation_data=eval_ds, epochs=HEAD_EPOCHS, verbose=0)
         return time.perf_counter() - start, _test_accuracy(model, task, tft_output)
@@ -181,15 +209,15 @@ def _head_only_samples(ctx: Context, size: int) -> dict[str, Any]:
         # One forward pass of the base over the train and eval data, plus the head trained on
         # the features held in memory: what no implementation of this recipe can beat.
         keras.utils.set_random_seed(SEED)
-        base = finetune.load_base_model(settings, size, ctx.fresh_dir("weights"))
-        model = finetune.build_classifier(base, num_classes, settings)
-        forward = finetune.feature_function(model)  # one trace for every batch size
-        head = finetune.head_model(model)
+        base = load_base_model(settings, size, ctx.fresh_dir("weights"))
+        model = build_classifier(base, num_classes, settings)
+        forward = feature_function(model)  # one trace for every batch size
+        head = head_model(model)
         head.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         start = time.perf_counter()
         feats = {}
         for name, files in (("train", train), ("eval", eval_files)):
-            batches = [(forward(x).numpy(), y.numpy()) for x, y in finetune.make_dataset(files, tft_output, 256)]
+            batches = [(forward(x).numpy(), y.numpy()) for x, y in _plain_batches(files, tft_output, 256)]
             feats[name] = (np.concatenate([f for f, _ in batches]), np.concatenate([y for _, y in batches]))
         head.fit(*feats["train"], validation_data=feats["eval"], batch_size=BATCH_SIZE, epochs=HEAD_EPOCHS, verbose=0)
         return time.perf_counter() - start
@@ -210,7 +238,7 @@ def _head_only_samples(ctx: Context, size: int) -> dict[str, Any]:
 def _head_only_result(name: str, s: dict[str, Any]) -> Result:
     return Result(
         name=name,
-        compared=f"run_finetune head phase vs plain model.fit, {s['size']} px (seconds)",
+        compared=f"run_finetune_step head phase vs plain model.fit, {s['size']} px (seconds)",
         unit="s",
         goal=Goal("<=", 0.5),
         a=s["a"],
@@ -235,7 +263,7 @@ def finetune_head_only_vs_limit(ctx: Context) -> Result:
     s = ctx.memo("head-only-48", lambda: _head_only_samples(ctx, 48))
     return Result(
         name="finetune_head_only_vs_limit",
-        compared="run_finetune head phase vs forward pass + head fit, 48 px (seconds)",
+        compared="run_finetune_step head phase vs forward pass + head fit, 48 px (seconds)",
         unit="s",
         goal=Goal("<=", 1.3),
         a=s["a"],
@@ -263,7 +291,7 @@ def finetune_peak_memory(ctx: Context) -> Result:
         goal=Goal("<=", 1.5),
         a=[r["peak_rss_mib"] for r in runs[BIG]],
         b=[r["peak_rss_mib"] for r in runs[small]],
-        notes="run_finetune (random MobileNetV2 0.35 base, 2 head epochs, fast path) in a fresh process; "
+        notes="run_finetune_step (random MobileNetV2 0.35 base, 2 head epochs, fast path) in a fresh process; "
               "peak RSS from VmHWM (ru_maxrss carried the bench runner's size across exec: both sides read 2,990 MiB). Decoded pixels are cached in memory below 1 GiB "
-              "(components.finetune._MEMORY_CACHE_LIMIT_BYTES), which is what grows with the data here.",
+              "(components.finetune.data.MEMORY_CACHE_LIMIT_BYTES), which is what grows with the data here.",
     )

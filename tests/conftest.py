@@ -74,11 +74,11 @@ def preprocessed(tmp_path_factory, small_digits_dir):
 @pytest.fixture(scope="session")
 def trained_model(preprocessed, backbone_weights, tmp_path_factory):
     """The finetune step's real output on ``preprocessed``: (model folder, training summary)."""
-    from components import finetune as ft
+    from components.finetune import FinetuneSettings, run_finetune_step
 
     model_dir = str(tmp_path_factory.mktemp("model"))
-    settings = ft.FinetuneSettings(
+    settings = FinetuneSettings(
         base_model="mobilenet_v2", base_weights=backbone_weights[0], width_multiplier=0.35, epochs=4, learning_rate=3e-3
     )
-    summary = ft.run_finetune(preprocessed["examples"], preprocessed["transform"], model_dir, settings)
+    summary = run_finetune_step(preprocessed["examples"], preprocessed["transform"], model_dir, settings)
     return model_dir, summary

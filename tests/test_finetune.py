@@ -7,24 +7,25 @@ import numpy as np
 import pytest
 
 from components import artifacts
-from components import finetune as ft
+from components.finetune import FinetuneSettings, run_finetune_step
+from components.finetune.model import build_classifier, load_base_model
 from components.artifacts import IMAGE_KEY
 
 
 def test_settings_are_validated():
     with pytest.raises(ValueError, match="optimizer 'adagrad' is not one of adam, adamw, sgd, rmsprop"):
-        ft.FinetuneSettings(optimizer="adagrad")
+        FinetuneSettings(optimizer="adagrad")
     with pytest.raises(ValueError, match="learning_rate must be > 0, got 0"):
-        ft.FinetuneSettings(learning_rate=0)
+        FinetuneSettings(learning_rate=0)
     with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.0"):
-        ft.FinetuneSettings(dropout=1.0)
+        FinetuneSettings(dropout=1.0)
 
 
 def test_classifier_shapes_dtypes_and_frozen_base():
     from components.base_models import build_base_model
 
     base = build_base_model("mobilenet_v2", 32, None, 0.35)
-    model = ft.build_classifier(base, 5, ft.FinetuneSettings(base_weights="none", dropout=0.2))
+    model = build_classifier(base, 5, FinetuneSettings(base_weights="none", dropout=0.2))
     probs = model(np.zeros((3, 32, 32, 3), "float32"), training=False)
     probs = np.asarray(probs)
     assert probs.shape == (3, 5) and probs.dtype == np.float32
@@ -40,9 +41,9 @@ def test_weights_file_that_does_not_fit_names_file_and_model(tmp_path):
     other = build_base_model("mobilenet_v2", 32, None, 0.5)
     path = str(tmp_path / "alpha-0.5.weights.h5")
     other.save_weights(path)
-    settings = ft.FinetuneSettings(base_model="mobilenet_v2", base_weights=path, width_multiplier=0.35)
+    settings = FinetuneSettings(base_model="mobilenet_v2", base_weights=path, width_multiplier=0.35)
     with pytest.raises(ValueError, match=r"weights file '.*alpha-0.5.weights.h5' does not fit layer 'block_1_project' \(block_1_project/kernel\): the file has shape \(1, 1, 48, 16\), the model expects \(1, 1, 48, 8\)"):
-        ft.load_base_model(settings, 32, str(tmp_path))
+        load_base_model(settings, 32, str(tmp_path))
 
 
 def test_refused_weights_leave_no_output_or_checkpoint_folder(preprocessed, tmp_path):
@@ -53,9 +54,9 @@ def test_refused_weights_leave_no_output_or_checkpoint_folder(preprocessed, tmp_
     path = str(tmp_path / "alpha-0.5.weights.h5")
     build_base_model("mobilenet_v2", 32, None, 0.5).save_weights(path)
     model_dir = tmp_path / "model"
-    settings = ft.FinetuneSettings(base_model="mobilenet_v2", base_weights=path, width_multiplier=0.35, epochs=1)
+    settings = FinetuneSettings(base_model="mobilenet_v2", base_weights=path, width_multiplier=0.35, epochs=1)
     with pytest.raises(ValueError, match="does not fit layer 'block_1_project'"):
-        ft.run_finetune(preprocessed["examples"], preprocessed["transform"], str(model_dir), settings)
+        run_finetune_step(preprocessed["examples"], preprocessed["transform"], str(model_dir), settings)
     assert not model_dir.exists()
 
 
@@ -68,15 +69,15 @@ def test_a_file_that_is_no_weights_file_is_named(tmp_path, name, message):
     # not found)", naming neither the file nor the parameter.
     path = tmp_path / name
     path.write_bytes(b"not weights at all")
-    settings = ft.FinetuneSettings(base_model="mobilenet_v2", base_weights=str(path), width_multiplier=0.35)
+    settings = FinetuneSettings(base_model="mobilenet_v2", base_weights=str(path), width_multiplier=0.35)
     with pytest.raises(ValueError, match=message):
-        ft.load_base_model(settings, 32, str(tmp_path))
+        load_base_model(settings, 32, str(tmp_path))
 
 
 def test_missing_weights_file_is_named(tmp_path):
-    settings = ft.FinetuneSettings(base_weights=str(tmp_path / "nope.weights.h5"))
+    settings = FinetuneSettings(base_weights=str(tmp_path / "nope.weights.h5"))
     with pytest.raises(FileNotFoundError, match="nope.weights.h5"):
-        ft.load_base_model(settings, 32, str(tmp_path))
+        load_base_model(settings, 32, str(tmp_path))
 
 
 @pytest.fixture(scope="module")

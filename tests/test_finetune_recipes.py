@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 
 from components import artifacts
-from components import finetune as ft
+from components.finetune import FinetuneSettings, run_finetune_step, settings_from_parameters
+from components.finetune.data import balanced_class_weights
+from components.finetune.export import save_serving_model
+from components.finetune.model import build_classifier, head_model, load_base_model, make_optimizer, make_schedule, set_trainable
+from components.finetune.settings import select_unfrozen
+from components.finetune.training import configure_devices
 from components.base_models import BASE_MODELS, build_base_model
 
 
@@ -38,7 +43,7 @@ def test_each_family_builds_at_its_minimum_size(name, channels):
     ],
 )
 def test_select_unfrozen_table(spec, expected):
-    assert ft.select_unfrozen(["a", "b", "c", "d"], spec) == expected
+    assert select_unfrozen(["a", "b", "c", "d"], spec) == expected
 
 
 @pytest.mark.parametrize(
@@ -52,12 +57,12 @@ def test_select_unfrozen_table(spec, expected):
 )
 def test_select_unfrozen_errors(spec, message):
     with pytest.raises(ValueError, match=message):
-        ft.select_unfrozen(["a", "b", "block_13_x", "d"], spec)
+        select_unfrozen(["a", "b", "block_13_x", "d"], spec)
 
 
 def test_unfreezing_keeps_batchnorm_frozen():
     base = build_base_model("mobilenet_v2", 32, None, 0.35)
-    trainable = ft.set_trainable(base, "from:block_16_expand")
+    trainable = set_trainable(base, "from:block_16_expand")
     assert trainable == ["block_16_expand", "block_16_expand_relu", "block_16_depthwise", "block_16_depthwise_relu",
                          "block_16_project", "Conv_1", "out_relu"]
     bn = [l for l in base.layers if l.__class__.__name__ == "BatchNormalization"]
@@ -66,36 +71,36 @@ def test_unfreezing_keeps_batchnorm_frozen():
 
 
 def test_settings_from_pipeline_parameters():
-    s = ft.settings_from_parameters(base_weights="none", dense_units="256, 64", augmentation="flip,zoom")
+    s = settings_from_parameters(base_weights="none", dense_units="256, 64", augmentation="flip,zoom")
     assert s.dense_units == (256, 64) and s.augmentation == ("flip", "zoom")
-    assert ft.settings_from_parameters(base_weights="none", dense_units="", augmentation="").dense_units == ()
+    assert settings_from_parameters(base_weights="none", dense_units="", augmentation="").dense_units == ()
     with pytest.raises(ValueError, match="dense_units '12x' must be comma-separated integers"):
-        ft.settings_from_parameters(base_weights="none", dense_units="12x")
+        settings_from_parameters(base_weights="none", dense_units="12x")
     with pytest.raises(ValueError, match=r"augmentation \['blur'\] not among flip, rotation, zoom, contrast"):
-        ft.settings_from_parameters(base_weights="none", augmentation="blur")
+        settings_from_parameters(base_weights="none", augmentation="blur")
     with pytest.raises(ValueError, match="epochs \\+ fine_tune_epochs must be at least 1"):
-        ft.FinetuneSettings(epochs=0, fine_tune_epochs=0)
+        FinetuneSettings(epochs=0, fine_tune_epochs=0)
 
 
 def test_head_layers_regularization_and_mixed_precision_safe_output():
     import keras
 
-    settings = ft.FinetuneSettings(base_weights="none", pooling="max", dense_units=(16,), l2=0.01, dropout=0.3)
-    model = ft.build_classifier(build_base_model("mobilenet_v2", 32, None, 0.35), 3, settings)
+    settings = FinetuneSettings(base_weights="none", pooling="max", dense_units=(16,), l2=0.01, dropout=0.3)
+    model = build_classifier(build_base_model("mobilenet_v2", 32, None, 0.35), 3, settings)
     names = [l.name for l in model.layers]
     assert names[-5:] == ["head_pool", "head_dense_0", "head_dropout_0", "head_dropout", "head_classifier"]
     assert isinstance(model.get_layer("head_pool"), keras.layers.GlobalMaxPooling2D)
     assert model.get_layer("head_dense_0").kernel_regularizer.l2 == pytest.approx(0.01)
     assert model.get_layer("head_classifier").dtype_policy.name == "float32"
     # The fast path's head model shares the very same layers.
-    head = ft.head_model(model)
+    head = head_model(model)
     assert head.get_layer("head_classifier") is model.get_layer("head_classifier")
     assert head.output_shape == (None, 3)
 
 
 def test_augmentation_runs_only_in_training():
-    settings = ft.FinetuneSettings(base_weights="none", augmentation=("flip", "rotation", "zoom", "contrast"), seed=1)
-    model = ft.build_classifier(build_base_model("mobilenet_v2", 32, None, 0.35), 3, settings)
+    settings = FinetuneSettings(base_weights="none", augmentation=("flip", "rotation", "zoom", "contrast"), seed=1)
+    model = build_classifier(build_base_model("mobilenet_v2", 32, None, 0.35), 3, settings)
     augment = model.get_layer("augmentation")
     x = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 3)).astype("float32")
     np.testing.assert_array_equal(np.asarray(augment(x, training=False)), x)
@@ -107,9 +112,9 @@ def test_model_with_augmentation_exports_a_serving_signature(preprocessed, small
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    settings = ft.FinetuneSettings(base_weights="none", width_multiplier=0.35, augmentation=("rotation", "zoom", "contrast"))
-    model = ft.build_classifier(build_base_model("mobilenet_v2", 32, None, 0.35), 5, settings)
-    ft.export_serving(model, tft.TFTransformOutput(preprocessed["transform"]), ["5", "6", "7", "8", "9"], str(tmp_path / "serving"))
+    settings = FinetuneSettings(base_weights="none", width_multiplier=0.35, augmentation=("rotation", "zoom", "contrast"))
+    model = build_classifier(build_base_model("mobilenet_v2", 32, None, 0.35), 5, settings)
+    save_serving_model(model, tft.TFTransformOutput(preprocessed["transform"]), ["5", "6", "7", "8", "9"], str(tmp_path / "serving"))
     png = open(os.path.join(small_digits_dir, "5", sorted(os.listdir(os.path.join(small_digits_dir, "5")))[0]), "rb").read()
     out = tf.saved_model.load(str(tmp_path / "serving")).signatures["serving_default"](image_bytes=tf.constant([png, png]))
     assert out["probabilities"].shape == (2, 5)
@@ -120,33 +125,33 @@ def test_model_with_augmentation_exports_a_serving_signature(preprocessed, small
 def test_optimizers_and_schedules():
     import keras
 
-    sgd = ft.make_optimizer(ft.FinetuneSettings(base_weights="none", optimizer="sgd", momentum=0.8, nesterov=True, clipnorm=1.5), 0.1)
+    sgd = make_optimizer(FinetuneSettings(base_weights="none", optimizer="sgd", momentum=0.8, nesterov=True, clipnorm=1.5), 0.1)
     assert isinstance(sgd, keras.optimizers.SGD) and sgd.momentum == 0.8 and sgd.nesterov and sgd.clipnorm == 1.5
-    adamw = ft.make_optimizer(ft.FinetuneSettings(base_weights="none", optimizer="adamw", weight_decay=0.01), 0.1)
+    adamw = make_optimizer(FinetuneSettings(base_weights="none", optimizer="adamw", weight_decay=0.01), 0.1)
     assert isinstance(adamw, keras.optimizers.AdamW) and adamw.weight_decay == 0.01
-    assert isinstance(ft.make_optimizer(ft.FinetuneSettings(base_weights="none", optimizer="rmsprop"), 0.1), keras.optimizers.RMSprop)
+    assert isinstance(make_optimizer(FinetuneSettings(base_weights="none", optimizer="rmsprop"), 0.1), keras.optimizers.RMSprop)
     # cosine with 2 warm-up epochs of 10 steps, 10 epochs in all: 0 -> peak at step 20 -> 0 at step 100.
-    cosine = ft.make_schedule(ft.FinetuneSettings(base_weights="none", lr_schedule="cosine", warmup_epochs=2), 0.01, 10, 10)
+    cosine = make_schedule(FinetuneSettings(base_weights="none", lr_schedule="cosine", warmup_epochs=2), 0.01, 10, 10)
     assert float(cosine(0)) == pytest.approx(0.0)
     assert float(cosine(10)) == pytest.approx(0.005)
     assert float(cosine(20)) == pytest.approx(0.01)
     assert float(cosine(60)) == pytest.approx(0.005, rel=1e-3)
     assert float(cosine(100)) == pytest.approx(0.0, abs=1e-7)
-    exponential = ft.make_schedule(ft.FinetuneSettings(base_weights="none", lr_schedule="exponential", decay_rate=0.5), 0.01, 10, 10)
+    exponential = make_schedule(FinetuneSettings(base_weights="none", lr_schedule="exponential", decay_rate=0.5), 0.01, 10, 10)
     assert float(exponential(30)) == pytest.approx(0.01 * 0.5**3)
-    assert ft.make_schedule(ft.FinetuneSettings(base_weights="none"), 0.01, 10, 10) == 0.01
+    assert make_schedule(FinetuneSettings(base_weights="none"), 0.01, 10, 10) == 0.01
 
 
 def test_balanced_class_weights():
-    assert ft.balanced_class_weights([30, 10, 0]) == {0: 40 / 90, 1: 40 / 30, 2: 0.0}
+    assert balanced_class_weights([30, 10, 0]) == {0: 40 / 90, 1: 40 / 30, 2: 0.0}
 
 
 def test_no_gpu_means_no_gpu_features():
-    strategy, info = ft.configure_devices(ft.FinetuneSettings(base_weights="none"))
+    strategy, info = configure_devices(FinetuneSettings(base_weights="none"))
     assert info == {"gpus": 0, "replicas": 1, "mixed_precision": False, "xla": False}
     assert strategy.num_replicas_in_sync == 1
     with pytest.raises(ValueError, match="mixed_precision 'on' needs a GPU"):
-        ft.configure_devices(ft.FinetuneSettings(base_weights="none", mixed_precision="on"))
+        configure_devices(FinetuneSettings(base_weights="none", mixed_precision="on"))
 
 
 def test_base_from_a_saved_keras_model(trained_model, tmp_path):
@@ -154,8 +159,8 @@ def test_base_from_a_saved_keras_model(trained_model, tmp_path):
     import keras
 
     model_dir, _ = trained_model
-    base = ft.load_base_model(
-        ft.FinetuneSettings(base_weights=os.path.join(model_dir, artifacts.KERAS_FILE), width_multiplier=0.35), 32, str(tmp_path)
+    base = load_base_model(
+        FinetuneSettings(base_weights=os.path.join(model_dir, artifacts.KERAS_FILE), width_multiplier=0.35), 32, str(tmp_path)
     )
     previous = keras.models.load_model(os.path.join(model_dir, artifacts.KERAS_FILE)).get_layer(base.name)
     for a, b in zip(base.weights, previous.weights):
@@ -163,7 +168,7 @@ def test_base_from_a_saved_keras_model(trained_model, tmp_path):
 
 
 def _settings(backbone, **kw):
-    return ft.FinetuneSettings(base_model="mobilenet_v2", base_weights=backbone, width_multiplier=0.35, dropout=0.0, **kw)
+    return FinetuneSettings(base_model="mobilenet_v2", base_weights=backbone, width_multiplier=0.35, dropout=0.0, **kw)
 
 
 def test_fast_path_matches_model_fit(preprocessed, backbone_weights, tmp_path):
@@ -174,8 +179,8 @@ def test_fast_path_matches_model_fit(preprocessed, backbone_weights, tmp_path):
     runs = {}
     for fast in (True, False):
         out = str(tmp_path / f"fast-{fast}")
-        summary = ft.run_finetune(preprocessed["examples"], preprocessed["transform"], out,
-                                  _settings(backbone_weights[0], epochs=3, fast_path=fast))
+        summary = run_finetune_step(preprocessed["examples"], preprocessed["transform"], out,
+                                    _settings(backbone_weights[0], epochs=3, fast_path=fast))
         assert summary["fast_path"] is fast
         runs[fast] = (summary, keras.models.load_model(os.path.join(out, artifacts.KERAS_FILE)).get_layer("head_classifier").get_weights())
     for a, b in zip(runs[True][1], runs[False][1]):
@@ -188,7 +193,7 @@ def test_two_phase_unfreezes_top_layers_but_not_batchnorm(preprocessed, backbone
 
     out = str(tmp_path / "two-phase")
     settings = _settings(backbone_weights[0], epochs=2, fine_tune_epochs=2, fine_tune_learning_rate=1e-3, unfreeze="top:20")
-    summary = ft.run_finetune(preprocessed["examples"], preprocessed["transform"], out, settings)
+    summary = run_finetune_step(preprocessed["examples"], preprocessed["transform"], out, settings)
     assert [r["phase"] for r in summary["epochs"]] == ["head", "head", "fine_tune", "fine_tune"]
     assert summary["epochs"][2]["lr"] == pytest.approx(1e-3)
     assert summary["unfrozen_layers"] > 0
@@ -205,9 +210,9 @@ def test_two_phase_unfreezes_top_layers_but_not_batchnorm(preprocessed, backbone
 
 _RESUME_SCRIPT = """
 import json, sys
-from components import finetune as ft
-settings = ft.FinetuneSettings(**json.loads(sys.argv[4]))
-ft.run_finetune(sys.argv[1], sys.argv[2], sys.argv[3], settings)
+from components.finetune import FinetuneSettings, run_finetune_step
+settings = FinetuneSettings(**json.loads(sys.argv[4]))
+run_finetune_step(sys.argv[1], sys.argv[2], sys.argv[3], settings)
 """
 
 
@@ -247,7 +252,7 @@ def test_killed_training_resumes_from_the_last_completed_epoch(preprocessed, bac
     assert [(r["phase"], r["epoch"]) for r in after_kill["epochs"]] == [("head", 1), ("head", 2)] + [("fine_tune", i) for i in range(1, 6)]
 
     straight = str(tmp_path / "straight")
-    summary = ft.run_finetune(*args, straight, ft.FinetuneSettings(**kw))
+    summary = run_finetune_step(*args, straight, FinetuneSettings(**kw))
     assert after_kill["history"]["val_accuracy"][-1] == pytest.approx(summary["history"]["val_accuracy"][-1], abs=0.05)
     a = keras.models.load_model(os.path.join(killed_dir, artifacts.KERAS_FILE)).get_layer("head_classifier").get_weights()[0]
     b = keras.models.load_model(os.path.join(straight, artifacts.KERAS_FILE)).get_layer("head_classifier").get_weights()[0]
@@ -264,9 +269,15 @@ def test_gpu_benchmark_refuses_to_run_without_a_gpu():
 def test_a_base_without_pretrained_weights_can_learn(preprocessed, tmp_path):
     """Regression: with base_weights 'none' BatchNormalization ran in inference mode on
     untrained statistics, the base's outputs collapsed to ~1e-12 and the loss never moved."""
-    settings = ft.FinetuneSettings(base_model="mobilenet_v2", base_weights="none", width_multiplier=0.35,
+    settings = FinetuneSettings(base_model="mobilenet_v2", base_weights="none", width_multiplier=0.35,
                                    epochs=0, fine_tune_epochs=4, fine_tune_learning_rate=3e-3)
-    summary = ft.run_finetune(preprocessed["examples"], preprocessed["transform"], str(tmp_path / "random"), settings)
+    report = tmp_path / "training_report.md"
+    summary = run_finetune_step(preprocessed["examples"], preprocessed["transform"], str(tmp_path / "random"), settings,
+                                report_path=str(report))
     loss = summary["history"]["loss"]
     assert loss[-1] < loss[0] * 0.9  # before the fix: constant at ln 5
     assert summary["history"]["accuracy"][-1] > 0.3  # chance is 0.2
+    # The report is also written where the caller asks (the KFP Markdown artifact).
+    assert report.read_text() == (tmp_path / "random" / artifacts.TRAINING_REPORT_FILE).read_text()
+    assert report.read_text().count("| fine_tune |") == 4 and "model.fit on images" in report.read_text()
+    assert summary["phase_seconds"].keys() == {"fine_tune"} and summary["unfrozen_layers"] > 0
