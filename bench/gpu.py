@@ -4,11 +4,11 @@ Run on a machine with NVIDIA GPUs (the project installed, e.g. in the component 
 
     python -m bench.gpu [--base-model resnet50] [--image-size 224] [--batch-size 64] [--steps 30]
 
-It trains the product's own classifier (``components.finetune.build_classifier``, the whole
+It trains the product's own classifier (``components.finetune.model.build_classifier``, the whole
 base unfrozen as in the fine-tune phase, BatchNormalization frozen) on random pixels held on
 the device, so the input pipeline is out of the measurement, and prints one table of training
 images per second for each configuration plus the speed-ups, in well under 5 minutes. The
-global batch is ``batch_size`` times the number of replicas (what ``run_finetune`` does).
+global batch is ``batch_size`` times the number of replicas (what ``run_finetune_step`` does).
 Without a GPU it says so and exits with status 2: nothing here switches on without one.
 """
 
@@ -25,7 +25,9 @@ def _throughput(base_model: str, image_size: int, batch_size: int, steps: int, g
     import numpy as np
     import tensorflow as tf
 
-    from components import base_models, finetune
+    from components import base_models
+    from components.finetune.model import build_classifier, set_trainable
+    from components.finetune.settings import FinetuneSettings
 
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     devices = [f"/gpu:{i}" for i in range(gpus)]
@@ -33,9 +35,9 @@ def _throughput(base_model: str, image_size: int, batch_size: int, steps: int, g
     global_batch = batch_size * gpus
     with strategy.scope():
         base = base_models.build_base_model(base_model, image_size, None)
-        settings = finetune.FinetuneSettings(base_model=base_model, base_weights="none", fast_path=False)
-        model = finetune.build_classifier(base, 10, settings)
-        finetune.set_trainable(base, "all")
+        settings = FinetuneSettings(base_model=base_model, base_weights="none", fast_path=False)
+        model = build_classifier(base, 10, settings)
+        set_trainable(base, "all")
         model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy", jit_compile=xla)
     x = np.random.default_rng(0).uniform(-1, 1, (global_batch, image_size, image_size, 3)).astype("float32")
     y = np.random.default_rng(1).integers(0, 10, global_batch)

@@ -167,13 +167,13 @@ def kfp_pipeline(req: dict[str, Any]) -> dict[str, Any]:
 
 
 def finetune(req: dict[str, Any]) -> dict[str, Any]:
-    """``components.finetune.run_finetune`` (random MobileNetV2 0.35 base, 2 head epochs, fast
+    """``components.finetune.run_finetune_step`` (random MobileNetV2 0.35 base, 2 head epochs, fast
     path); ``peak_rss_mib`` of this process (``peak_rss_mib()``)."""
-    from components import finetune as step
+    from components.finetune import FinetuneSettings, run_finetune_step
 
-    settings = step.FinetuneSettings(base_model="mobilenet_v2", base_weights="none", width_multiplier=0.35, epochs=2)
+    settings = FinetuneSettings(base_model="mobilenet_v2", base_weights="none", width_multiplier=0.35, epochs=2)
     start = time.perf_counter()
-    summary = step.run_finetune(req["examples"], req["transform"], req["out_dir"], settings)
+    summary = run_finetune_step(req["examples"], req["transform"], req["out_dir"], settings)
     return {
         "seconds": time.perf_counter() - start,
         "peak_rss_mib": peak_rss_mib(),

@@ -749,7 +749,7 @@ def score_champion(
 
 
 def read_training(model_dir: str) -> dict[str, Any] | None:
-    """The model folder's ``training.json`` (``run_finetune``'s summary), or None without one.
+    """The model folder's ``training.json`` (``run_finetune_step``'s summary), or None without one.
 
     ``finetune`` always writes it; a model artifact made elsewhere may lack it, and the report then
     says that the training curves are not available (rather than failing the evaluation).
@@ -778,7 +778,7 @@ def run_evaluate(
         model_dir: Folder of the serving SavedModel (``finetune``'s ``serving/``).
         settings: The floor, the tolerance and where the champion is (``EvaluateSettings``).
         scratch_dir: Local folder for downloading the champion.
-        training: The content of the model folder's ``training.json`` (``run_finetune``'s
+        training: The content of the model folder's ``training.json`` (``run_finetune_step``'s
             summary); its ``history`` is diagnosed by ``diagnose_fit``. None skips the diagnosis.
 
     Returns:

@@ -67,3 +67,12 @@ def test_push_component_publishes_a_blessed_model_with_its_evaluation_and_statis
     assert meta["dataset"]["fingerprint"] == preprocessed["stats"]["fingerprint"]
     assert meta["metrics"]["accuracy"] == pytest.approx(out.accuracy) and meta["labels"] == summary["labels"]
     assert os.path.isfile(os.path.join(pushed["uri"], "saved_model.pb")) or pushed["uri"].startswith("gs://")
+
+
+def test_finetune_component_logs_the_final_metrics_and_writes_the_report(finetune_component_run):
+    run = finetune_component_run
+    history = run["summary"]["history"]
+    assert run["metrics"] == {f"final_{name}": values[-1] for name, values in history.items()}
+    assert run["model_metadata"] == {"labels": ["5", "6", "7", "8", "9"], "image_size": 32, "base_model": "mobilenet_v2"}
+    with open(run["report"]) as f:
+        assert f.read().count("| head |") == 4

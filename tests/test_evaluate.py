@@ -54,7 +54,7 @@ def worse_model(trained_model, preprocessed, tmp_path_factory):
     import tensorflow_transform as tft
 
     from components.artifacts import KERAS_FILE
-    from components.finetune import export_serving
+    from components.finetune.export import save_serving_model
 
     model_dir, summary = trained_model
     model = keras.models.load_model(os.path.join(model_dir, KERAS_FILE))
@@ -63,7 +63,7 @@ def worse_model(trained_model, preprocessed, tmp_path_factory):
     rng = np.random.default_rng(0)
     head.set_weights([kernel + rng.normal(0.0, 2.0 * kernel.std(), kernel.shape).astype(kernel.dtype), bias])
     serving = str(tmp_path_factory.mktemp("worse") / "serving")
-    export_serving(model, tft.TFTransformOutput(preprocessed["transform"]), summary["labels"], serving)
+    save_serving_model(model, tft.TFTransformOutput(preprocessed["transform"]), summary["labels"], serving)
     return serving
 
 

@@ -144,3 +144,22 @@ def test_exported_serving_signature_matches_keras_model_in_a_fresh_process(train
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(np.array(got["p"]), expected, atol=1e-5)
     assert got["label"] == [summary["labels"][i] for i in expected.argmax(axis=1)]
+
+
+def test_a_requested_gpu_that_is_not_seen_fails_the_step_within_seconds(preprocessed, tmp_path):
+    """This machine has no GPU: a finetune run given one accelerator must stop before any
+    training, name the likely cause, and leave no output folder behind."""
+    import time
+
+    from components.accelerators import AcceleratorNotFoundError
+    from components.finetune import FinetuneSettings, run_finetune_step
+
+    settings = FinetuneSettings(base_model="mobilenet_v2", base_weights="none", width_multiplier=0.35, epochs=1,
+                                accelerator_count=1)
+    model_dir = tmp_path / "model"
+    start = time.perf_counter()
+    with pytest.raises(AcceleratorNotFoundError, match=r"asked for 1 GPU\(s\) \(nvidia.com/gpu\) but TensorFlow sees 0") as caught:
+        run_finetune_step(preprocessed["examples"], preprocessed["transform"], str(model_dir), settings)
+    assert time.perf_counter() - start < 20  # TensorFlow's import included; training would take minutes
+    assert "the image cannot drive a GPU" in str(caught.value) and "accelerator_count=0" in str(caught.value)
+    assert not model_dir.exists()

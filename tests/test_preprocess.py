@@ -208,3 +208,27 @@ def test_size_histogram_lists_sizes_smallest_first():
     assert list(stats["image_sizes"].items()) == [("<=64", 2), ("<=128", 3), (">4096", 1)]
     assert list(stats["image_modes"].items()) == [("RGB", 4), ("L", 2)]
     assert "**Image size (longer side, px)**: <=64: 2, <=128: 3, >4096: 1" in pre.statistics_markdown(stats)
+
+
+@pytest.mark.parametrize("size", [32, 48])
+def test_decoding_an_image_already_at_the_target_size_returns_its_pixels_as_the_resize_would(size):
+    """Regression for the skipped resize: same pixels as the antialiased resize gave, at every size."""
+    import io
+
+    import numpy as np
+    import tensorflow as tf
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    encoded = []
+    for shape in ((size, size), (size + 7, size - 5)):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)).save(buffer, format="PNG")
+        encoded.append(buffer.getvalue())
+    out = pre.decode_images(tf.constant(encoded), size).numpy()
+    for i, data in enumerate(encoded):
+        pixels = tf.io.decode_image(data, channels=3)
+        expected = tf.clip_by_value(tf.image.resize(pixels, [size, size], antialias=True), 0.0, 255.0).numpy()
+        np.testing.assert_allclose(out[i], expected, atol=1e-4)
+    assert out.dtype == np.float32 and out.shape == (2, size, size, 3)
+    np.testing.assert_array_equal(out[0], tf.io.decode_image(encoded[0], channels=3).numpy().astype(np.float32))

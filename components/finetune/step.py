@@ -8,6 +8,7 @@ import shutil
 import time
 from typing import Any, Iterator
 
+from components.accelerators import require_accelerators
 from components.artifacts import CHECKPOINT_DIR, TENSORBOARD_DIR
 from components.finetune.data import prepare_data
 from components.finetune.export import save_models, training_summary, write_training_record
@@ -48,6 +49,8 @@ def run_finetune_step(
         ``seconds``.
 
     Raises:
+        components.accelerators.AcceleratorNotFoundError: ``settings.accelerator_count`` GPUs
+            were requested and TensorFlow sees fewer (raised within seconds, naming the likely cause).
         FileNotFoundError: a split or the weights file is missing.
         ValueError: invalid settings, image size below the base model's minimum, weights that do
             not fit, fewer than two classes, an empty train split, an ``unfreeze`` naming no
@@ -56,8 +59,17 @@ def run_finetune_step(
     import keras
 
     start = time.perf_counter()
+    # Before any work: a step given GPUs that TensorFlow cannot see (an image without CUDA
+    # libraries, no driver) would otherwise train on the CPU for hours without a word.
+    accelerators = require_accelerators(settings.accelerator_count, settings.accelerator_type)
     keras.utils.set_random_seed(settings.seed)
     strategy, devices = configure_devices(settings)
+    print(
+        f"finetune: {settings.accelerator_count} x {settings.accelerator_type} requested; TensorFlow sees "
+        f"{', '.join(accelerators['visible_devices'])}; strategy {type(strategy).__name__} ({devices['replicas']} "
+        f"replica(s)); precision policy {keras.mixed_precision.global_policy().name}; XLA {'on' if settings.xla else 'off'}",
+        flush=True,
+    )
     data = prepare_data(examples_dir, transform_graph_dir, settings, devices["replicas"])
     classifier = build_model(settings, len(data.labels), data.image_size, strategy)
     checkpoint_dir = settings.checkpoint_dir or os.path.join(model_dir, CHECKPOINT_DIR)

@@ -1,6 +1,6 @@
 """Export of a registry alias to a TF Serving model base path (``kfp-finetune models export-serving``).
 
-Not to be confused with ``components.finetune.export_serving``, which saves a trained model's
+Not to be confused with ``components.finetune.export.save_serving_model``, which saves a trained model's
 serving SavedModel: this module copies a version that is already in the registry to the folder a
 TF Serving server watches.
 """
