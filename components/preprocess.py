@@ -170,6 +170,9 @@ def decode_images(encoded: Any, image_size: int) -> Any:
 
     def decode(one: tf.Tensor) -> tf.Tensor:
         image = tf.io.decode_image(one, channels=3, expand_animations=False)
+        # channels=3 and no animation make it [height, width, 3]; say so, or graph-mode tracing
+        # (tf.Transform) loses the rank inside tf.cond.
+        image.set_shape([None, None, 3])
         # An image already at the target size passes unchanged: the resize would return the same
         # pixels (measured: largest difference 0.0) at about twice the cost of the whole decode.
         same_size = tf.reduce_all(tf.equal(tf.shape(image)[:2], image_size))
