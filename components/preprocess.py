@@ -16,7 +16,7 @@ Inputs: see ``components.sources`` (class folders, a CSV manifest, or TFRecord f
 
 Outputs:
   * examples folder: ``train/``, ``eval/``, ``test/`` with TFRecord files of ``tf.train.Example``
-    holding ``image`` (bytes: PNG, JPEG or GIF, see ``components.images.normalize_image``) and
+    holding ``image`` (bytes: PNG, JPEG or GIF, see ``components.image_files.normalize_image``) and
     ``label`` (bytes: the class name), and ``manifest.jsonl``: one JSON line per input file
     (``uri``, ``label``, ``status`` = ``ok`` / ``skipped`` / ``conflict``, ``split``, ``sha256``,
     size, mode, format, ``reason`` when not used).
@@ -44,7 +44,7 @@ import tempfile
 import time
 from typing import Any, Iterable, Iterator
 
-from components import base_models, images, sources, storage
+from components import base_models, image_files, sources, storage
 from components.settings import (
     BASE_MODEL, DATA_URI, MODEL_NAME, REGISTRY_URI, TARGET_ENV, Setting, at_least, in_range, validate,
 )
@@ -115,7 +115,7 @@ class PreprocessSettings:
         str, "", "Apache Beam options for preprocessing, e.g. '--runner=DataflowRunner --project=P'", parse=_shell_words
     ).field()
     base_model: str = BASE_MODEL.field()
-    max_pixels: int = images.DEFAULT_MAX_PIXELS
+    max_pixels: int = image_files.DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         validate(self)
@@ -242,7 +242,7 @@ def _inspect(item: tuple[str, str, bytes | None, str | None], settings: Preproce
     uri, label, data, reason = item
     if data is None:
         return {"uri": uri, "label": label, "status": "skipped", "reason": reason}
-    info = images.inspect_image(data, settings.max_pixels)
+    info = image_files.inspect_image(data, settings.max_pixels)
     if not info.pop("ok"):
         return {"uri": uri, "label": label, "status": "skipped", "reason": info["reason"]}
     sha = hashlib.sha256(data).hexdigest()
@@ -323,7 +323,7 @@ def _examples_chunk(chunk: list[Any], actions: dict[str, str], settings: Preproc
             continue
         sha = hashlib.sha256(data).hexdigest()
         split = assign_split(sha, settings.eval_fraction, settings.test_fraction, settings.split_salt)
-        yield beam.pvalue.TaggedOutput(split, _serialize(images.normalize_image(data) if action == "convert" else data, label))
+        yield beam.pvalue.TaggedOutput(split, _serialize(image_files.normalize_image(data) if action == "convert" else data, label))
         yield beam.pvalue.TaggedOutput("labels", {IMAGE_KEY: b"", LABEL_KEY: label.encode()})
 
 

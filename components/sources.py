@@ -20,7 +20,7 @@ import posixpath
 from typing import Any
 
 from components import storage
-from components.images import IMAGE_EXTENSIONS, is_junk
+from components.image_files import IMAGE_EXTENSIONS, is_junk
 
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecord.gz", ".tfrecords", ".tfrecords.gz")
 TFRECORD_IMAGE_KEY = "image/encoded"

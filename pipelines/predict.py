@@ -49,7 +49,7 @@ def resolve_model_dir(
 
 def _load_image(path: str) -> tuple[bytes | None, str | None]:
     """Normalized bytes of an image file, or the reason it cannot be classified."""
-    from components import images
+    from components import image_files
 
     if os.path.isdir(path):
         return None, "is a folder, not an image file"
@@ -57,18 +57,18 @@ def _load_image(path: str) -> tuple[bytes | None, str | None]:
         return None, "no such file"
     with open(path, "rb") as f:
         data = f.read()
-    info = images.inspect_image(data)
+    info = image_files.inspect_image(data)
     if not info["ok"]:
         return None, info["reason"]
     # The same normalization as preprocessing: WEBP, TIFF, CMYK or EXIF-rotated photos reach
     # the signature as TensorFlow decodes them correctly.
-    return images.normalize_image(data), None
+    return image_files.normalize_image(data), None
 
 
 def predict_files(model_dir: str, files: list[str]) -> Iterator[dict[str, Any]]:
     """Classifies image files with the SavedModel's ``serving_default`` signature.
 
-    Files may be in any format ``components.images`` accepts (PNG, JPEG, GIF, BMP, WEBP, TIFF,
+    Files may be in any format ``components.image_files`` accepts (PNG, JPEG, GIF, BMP, WEBP, TIFF,
     ...); they are normalized as in preprocessing before they reach the signature.
 
     Yields, per file in order: ``{"file", "label", "confidence" (in [0, 1]), "probabilities"

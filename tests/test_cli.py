@@ -66,8 +66,8 @@ def _fake_run_local(monkeypatch, calls: list):
     """Replaces the kfp.local run (minutes) by one that records what run-local passed it."""
     from pipelines import local
 
-    def run_local(params, pipeline_root, package_path=None):
-        calls.append({"params": params, "pipeline_root": pipeline_root, "package_path": package_path})
+    def run_local(params, pipeline_root, package_path=None, docker=None):
+        calls.append({"params": params, "pipeline_root": pipeline_root, "package_path": package_path, "docker": docker})
         return local.LocalRunResult(status="succeeded", blessed=True, reason="accuracy 0.9 >= floor 0.5", accuracy=0.9,
                                     macro_f1=0.88, pushed=None, pipeline_root=pipeline_root, run_dir=None, seconds=0.0)
 
@@ -125,3 +125,33 @@ def test_run_local_submit_and_schedule_refuse_a_bad_config_alike(tmp_path, monke
     assert errors[0] == errors[1] == errors[2]
     assert errors[0].startswith(message) and errors[0].count("\n") == 1
     assert calls == []
+
+
+def test_run_local_docker_flags_become_the_runners_options(tmp_path, monkeypatch, capsys):
+    from pipelines.docker_runner import DockerOptions
+
+    _fake_run_local(monkeypatch, calls := [])
+    data = tmp_path / "data"
+    data.mkdir()
+    code = main(["run-local", "--runner", "docker", "--image", "example/kfp-finetune:1", "--data-uri", "/data",
+                 "--registry-uri", "gs://b/reg", "--docker-mount", f"{data}:/data:ro", "--docker-env", "A=1=2",
+                 "--docker-user", "23456:0", "--gpus", "1"])
+    assert code == 0, capsys.readouterr().err
+    assert calls[0]["docker"] == DockerOptions(image="example/kfp-finetune:1", mounts=(f"{data}:/data:ro",),
+                                               environment=(("A", "1=2"),), user="23456:0", gpus=1)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--docker-user", "1000"], "error: --docker-user only apply with --runner docker\n"),
+        (["--runner", "docker", "--docker-env", "NOEQUALS"], "error: --docker-env 'NOEQUALS' must be NAME=VALUE\n"),
+        (["--runner", "docker", "--docker-mount", "/nowhere-xyz:/data"], "error: mount '/nowhere-xyz:/data': the host path '/nowhere-xyz' does not exist\n"),
+        (["--runner", "docker", "--docker-mount", "/tmp:data"], "error: mount '/tmp:data': the container path 'data' must be absolute\n"),
+        (["--runner", "docker", "--docker-user", "kfp"], "error: user 'kfp' must be UID or UID:GID (numbers)\n"),
+    ],
+)
+def test_bad_runner_flags_are_refused_before_anything_runs(args, message, tmp_path, monkeypatch, capsys):
+    _fake_run_local(monkeypatch, calls := [])
+    code = main(["run-local", "--data-uri", str(tmp_path), "--registry-uri", "gs://b/reg", *args])
+    assert (code, calls, capsys.readouterr().err) == (2, [], message)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from components import artifacts
-from components import images, sources
+from components import image_files, sources
 from components import preprocess as pre
 
 
@@ -83,13 +83,13 @@ def test_discover_missing_folder_names_it(tmp_path):
     ],
 )
 def test_inspect_image_rejects_with_reason(data, max_pixels, reason):
-    result = images.inspect_image(data, max_pixels)
+    result = image_files.inspect_image(data, max_pixels)
     assert result["ok"] is False
     assert reason in result["reason"]
 
 
 def test_inspect_image_reads_header():
-    assert images.inspect_image(_png(5, size=(12, 7), mode="RGB"), 10**6) == {
+    assert image_files.inspect_image(_png(5, size=(12, 7), mode="RGB"), 10**6) == {
         "ok": True, "width": 12, "height": 7, "mode": "RGB", "format": "PNG", "channels": 3, "convert": False
     }
 
