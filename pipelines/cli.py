@@ -57,7 +57,7 @@ def _run_local(args: argparse.Namespace) -> int:
 
     arguments = params.params_from_args(args)
     docker = docker_runner.options_from_args(args)
-    check_settings(arguments)
+    check_settings(arguments, docker)
     try:
         result = run_local(arguments, args.pipeline_root, package_path=args.package, docker=docker)
     except PipelineRunError as e:

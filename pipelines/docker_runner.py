@@ -43,6 +43,8 @@ class DockerOptions:
             ``GOOGLE_APPLICATION_CREDENTIALS`` pointing into a mount).
         user: ``UID[:GID]`` the containers run as; None: the image's own user (uid 10001). Any
             uid works (OpenShift assigns arbitrary ones) as long as it can write the pipeline root.
+            ``run-local`` defaults to the invoking user's uid:gid when that user is not root, so
+            the files the steps write stay the user's own.
         gpus: GPUs passed to every container through Docker's device requests (the NVIDIA
             container toolkit must be installed); 0: none, -1: all.
         network: Docker network mode; ``host`` lets containers reach services on the host's
@@ -90,8 +92,9 @@ def _parse_user(user: str) -> tuple[int, int | None]:
     return int(uid), int(gid) if gid else None
 
 
-def check_root_writable(pipeline_root: str, user: str | None) -> None:
-    """Fails before any container starts when the containers' user cannot write the pipeline root.
+def check_root_writable(pipeline_root: str, user: str | None, what: str = "pipeline root") -> None:
+    """Fails before any container starts when the containers' user cannot write a folder (the
+    pipeline root, or ``what`` names another output folder).
 
     Raises:
         PermissionError: names the folder, its owner and mode, the uid, and two ways to fix it.
@@ -107,7 +110,7 @@ def check_root_writable(pipeline_root: str, user: str | None) -> None:
     )
     if not writable:
         raise PermissionError(
-            f"pipeline root {pipeline_root!r} (owner uid {st.st_uid}, gid {st.st_gid}, mode {mode:o}) is not writable by "
+            f"{what} {pipeline_root!r} (owner uid {st.st_uid}, gid {st.st_gid}, mode {mode:o}) is not writable by "
             f"uid {uid} that the step containers run as: run 'chmod a+rwx {pipeline_root}', or pass "
             f"--docker-user {st.st_uid}:{st.st_gid} to run the containers as its owner"
         )
@@ -129,8 +132,45 @@ def check_paths_visible(params: dict[str, Any], options: DockerOptions, pipeline
         if not any(path == v or path.startswith(v.rstrip("/") + "/") for v in visible):
             raise ValueError(
                 f"{name} {value!r} is a path the step containers cannot see: mount it "
-                f"(--docker-mount {path}:{path}, with :ro for input data) or use a gs:// URI"
+                f"(--docker-mount {path}:{path}{':ro' if name in ('data_uri', 'base_weights') else ''}) or use a gs:// URI"
             )
+
+
+def host_path(path: str, options: DockerOptions) -> str:
+    """Where a container path lies on the host, through the longest matching mount; a path under
+    no mount is returned unchanged (the pipeline root is mounted at its own path)."""
+    best: tuple[str, str] | None = None
+    for spec in options.mounts:
+        host, container, _ = parse_mount(spec)
+        prefix = container.rstrip("/")
+        if (path == prefix or path.startswith(prefix + "/")) and (best is None or len(prefix) > len(best[1])):
+            best = (host, prefix)
+    return path if best is None else best[0] + path[len(best[1]):]
+
+
+def check_outputs_writable(params: dict[str, Any], options: DockerOptions) -> None:
+    """Fails before any container starts when a folder a step writes (``registry_uri``,
+    ``checkpoint_dir``) lies on a read-only mount or on a host folder the containers' user cannot
+    write; otherwise the run would train for its whole length and fail at push.
+
+    Raises:
+        ValueError: the path is on a read-only mount (named).
+        PermissionError: see ``check_root_writable`` (for the host folder, or the nearest existing
+            folder above it, which the first push creates).
+    """
+    for name in ("registry_uri", "checkpoint_dir"):
+        value = str(params.get(name) or "")
+        if not value or "://" in value:
+            continue
+        for spec in options.mounts:
+            _, container, read_only = parse_mount(spec)
+            prefix = container.rstrip("/")
+            if read_only and (value == prefix or value.startswith(prefix + "/")):
+                raise ValueError(f"{name} {value!r} is on the read-only mount {spec!r}: steps write there; drop ':ro'")
+        folder = host_path(value, options)
+        while not os.path.exists(folder):
+            folder = os.path.dirname(folder)
+        check_root_writable(folder, options.user, what=name)
 
 
 def make_runner(options: DockerOptions, extra_environment: dict[str, str]) -> Any:
@@ -181,7 +221,7 @@ def options_from_args(args: Any) -> DockerOptions | None:
     if args.runner != "docker":
         given = [flag for flag, value in docker_flags.items() if value]
         if given:
-            raise ValueError(f"{', '.join(given)} only apply with --runner docker")
+            raise ValueError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only with --runner docker")
         return None
     environment = []
     for item in args.docker_env or []:
@@ -189,9 +229,12 @@ def options_from_args(args: Any) -> DockerOptions | None:
         if not sep or not name:
             raise ValueError(f"--docker-env {item!r} must be NAME=VALUE")
         environment.append((name, value))
+    user = args.docker_user
+    if user is None and os.getuid() != 0:
+        user = f"{os.getuid()}:{os.getgid()}"
     return DockerOptions(
         image=args.image, mounts=tuple(args.docker_mount or ()), environment=tuple(environment),
-        user=args.docker_user, gpus=args.gpus or 0,
+        user=user, gpus=args.gpus or 0,
     )
 
 
@@ -206,5 +249,6 @@ def add_arguments(parser: Any, default_image: str) -> None:
                        help="bind-mount a host folder into every step container (repeatable), e.g. data or a folder registry")
     group.add_argument("--docker-env", action="append", metavar="NAME=VALUE",
                        help="set a variable in every step container (repeatable), e.g. STORAGE_EMULATOR_HOST")
-    group.add_argument("--docker-user", metavar="UID[:GID]", help="run the containers as this user (default: the image's uid 10001)")
+    group.add_argument("--docker-user", metavar="UID[:GID]",
+                       help="run the containers as this user (default: yours, or the image's uid 10001 when you are root)")
     group.add_argument("--gpus", type=int, metavar="N", help="pass N GPUs (-1: all) to every container (NVIDIA container toolkit)")

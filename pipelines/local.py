@@ -86,9 +86,14 @@ def step_settings(params: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
     return tuple(from_parameters(cls, params) for cls in (PreprocessSettings, FinetuneSettings, EvaluateSettings, PushSettings))
 
 
-def check_settings(params: dict[str, Any]) -> None:
+def check_settings(params: dict[str, Any], docker: DockerOptions | None = None) -> None:
     """Validates every step's settings before a run starts, so a typo fails in a second instead
     of after preprocessing (the steps validate again, for runs started elsewhere).
+
+    Args:
+        params: Pipeline parameters.
+        docker: The Docker runner's options, if it runs the steps: local paths in ``params`` are
+            then container paths, looked up on the host through its mounts.
 
     Raises:
         ValueError: an invalid setting (named, with the allowed values), or a ``registry_uri``
@@ -97,13 +102,17 @@ def check_settings(params: dict[str, Any]) -> None:
     """
     from components import preprocess
 
+    def on_host(path: str) -> str:
+        return docker_runner.host_path(path, docker) if docker is not None else path
+
     pre, finetune, _, _ = step_settings(params)
     source = finetune.base_weights
-    if source.lower() not in ("imagenet", "none") and "://" not in source and not os.path.isfile(source):
-        raise FileNotFoundError(f"base_weights file {source!r} does not exist")
+    if source.lower() not in ("imagenet", "none") and "://" not in source and not os.path.isfile(on_host(source)):
+        where = f" (on the host: {on_host(source)!r})" if on_host(source) != source else ""
+        raise FileNotFoundError(f"base_weights file {source!r} does not exist{where}")
     preprocess.check_beam_args(pre.beam_pipeline_args)
     registry_uri = pre.registry_uri
-    if registry_uri and "://" not in registry_uri and os.path.isfile(registry_uri):
+    if registry_uri and "://" not in registry_uri and os.path.isfile(on_host(registry_uri)):
         raise ValueError(f"registry_uri {registry_uri!r} is a file; use a folder (created by the first push) or gs://bucket/prefix")
 
 
@@ -146,6 +155,7 @@ def run_local(
     if docker is not None:
         docker_runner.check_root_writable(pipeline_root, docker.user)
         docker_runner.check_paths_visible(params, docker, pipeline_root)
+        docker_runner.check_outputs_writable(params, docker)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="kfp-finetune-") as tmp:
         if package_path is None:

@@ -144,7 +144,7 @@ def test_run_local_docker_flags_become_the_runners_options(tmp_path, monkeypatch
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--docker-user", "1000"], "error: --docker-user only apply with --runner docker\n"),
+        (["--docker-user", "1000"], "error: --docker-user applies only with --runner docker\n"),
         (["--runner", "docker", "--docker-env", "NOEQUALS"], "error: --docker-env 'NOEQUALS' must be NAME=VALUE\n"),
         (["--runner", "docker", "--docker-mount", "/nowhere-xyz:/data"], "error: mount '/nowhere-xyz:/data': the host path '/nowhere-xyz' does not exist\n"),
         (["--runner", "docker", "--docker-mount", "/tmp:data"], "error: mount '/tmp:data': the container path 'data' must be absolute\n"),
@@ -155,3 +155,19 @@ def test_bad_runner_flags_are_refused_before_anything_runs(args, message, tmp_pa
     _fake_run_local(monkeypatch, calls := [])
     code = main(["run-local", "--data-uri", str(tmp_path), "--registry-uri", "gs://b/reg", *args])
     assert (code, calls, capsys.readouterr().err) == (2, [], message)
+
+
+def test_docker_runner_checks_base_weights_through_the_mounts(tmp_path, monkeypatch, capsys):
+    """Regression (new-user review): the README's example failed because a container path was
+    looked up on the host."""
+    _fake_run_local(monkeypatch, calls := [])
+    backbone = tmp_path / "backbone"
+    backbone.mkdir()
+    (backbone / "b.weights.h5").write_bytes(b"x")
+    base = ["run-local", "--runner", "docker", "--data-uri", "gs://b/data", "--registry-uri", "gs://b/reg",
+            "--docker-mount", f"{backbone}:/backbone:ro"]
+    assert main([*base, "--base-weights", "/backbone/b.weights.h5"]) == 0, capsys.readouterr().err
+    assert calls[0]["params"]["base_weights"] == "/backbone/b.weights.h5"
+    assert main([*base, "--base-weights", "/backbone/missing.weights.h5"]) == 2
+    assert capsys.readouterr().err == (f"error: base_weights file '/backbone/missing.weights.h5' does not exist "
+                                       f"(on the host: '{backbone}/missing.weights.h5')\n")

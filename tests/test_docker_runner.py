@@ -58,3 +58,28 @@ def test_the_runner_refuses_an_image_the_daemon_does_not_have_or_says_no_daemon_
         return
     with pytest.raises(ValueError, match="image 'kfp-finetune/no-such-image:never' is not on this machine: build it with 'make image-cpu'"):
         docker_runner.make_runner(options, {})
+
+
+def test_container_paths_map_to_the_host_through_the_longest_mount(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    options = DockerOptions(image="i", mounts=(f"{a}:/mnt", f"{b}:/mnt/registry"))
+    assert docker_runner.host_path("/mnt/registry/digits/1", options) == f"{b}/digits/1"
+    assert docker_runner.host_path("/mnt/data", options) == f"{a}/data"
+    assert docker_runner.host_path("/mntx/data", options) == "/mntx/data"
+
+
+def test_an_output_folder_on_a_read_only_or_unwritable_mount_is_refused_before_training(tmp_path):
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    os.chown(registry, 0, 0)
+    os.chmod(registry, 0o755)
+    params = {"registry_uri": "/mnt/registry/models", "checkpoint_dir": ""}
+    with pytest.raises(ValueError, match=r"registry_uri '/mnt/registry/models' is on the read-only mount .*drop ':ro'"):
+        docker_runner.check_outputs_writable(params, DockerOptions(image="i", mounts=(f"{registry}:/mnt/registry:ro",)))
+    # The first push creates .../models: the nearest existing folder must be writable.
+    with pytest.raises(PermissionError, match=rf"registry_uri '{registry}' \(owner uid 0, gid 0, mode 755\) is not writable by uid 10001"):
+        docker_runner.check_outputs_writable(params, DockerOptions(image="i", mounts=(f"{registry}:/mnt/registry",)))
+    os.chmod(registry, 0o777)
+    docker_runner.check_outputs_writable(params, DockerOptions(image="i", mounts=(f"{registry}:/mnt/registry",)))
+    docker_runner.check_outputs_writable({"registry_uri": "gs://b/r"}, DockerOptions(image="i"))
