@@ -45,7 +45,8 @@ class Result:
 
     ``a`` and ``b`` are the samples of each side, in ``unit``; the row's values are their medians,
     ``ratio`` is median(A) / median(B). ``status`` is ``ok``, ``pending`` (the product function
-    the row needs does not exist yet) or ``error``.
+    the row needs does not exist yet) or ``error``. ``details``: what the notes were derived from
+    (JSON-serializable, e.g. each run's per-step timings), kept in the JSON file only.
     """
 
     name: str
@@ -58,6 +59,7 @@ class Result:
     notes: str = ""
     status: str = "ok"
     seconds: float = 0.0
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def ratio(self) -> float | None:
@@ -78,7 +80,7 @@ class Result:
             "a": spread(self.a), "b": spread(self.b), "a_samples": self.a, "b_samples": self.b,
             "ratio": self.ratio, "goal": str(self.goal), "passed": self.passed,
             "repetitions": {"a": len(self.a), "b": len(self.b)}, "accuracy": self.accuracy or None,
-            "notes": self.notes, "seconds": round(self.seconds, 1),
+            "notes": self.notes, "seconds": round(self.seconds, 1), "details": self.details,
         }
 
 
@@ -112,14 +114,18 @@ class Context:
     alone (``--only``) computes what it needs and a full run computes it once.
     """
 
-    def __init__(self, quick: bool, workdir: str, log: Callable[[str], None]):
+    def __init__(self, quick: bool, workdir: str, log: Callable[[str], None], reps: int | None = None):
         self.quick = quick
+        self.reps_override = reps
         self.workdir = workdir
         self.log = log
         self._memo: dict[str, Any] = {}
 
     def reps(self, fast: bool) -> int:
-        """Repetitions per side: fast rows 5 (3 with --quick), slow rows 3 (1 with --quick)."""
+        """Repetitions per side: fast rows 5 (3 with --quick), slow rows 3 (1 with --quick);
+        ``--reps N`` sets N for every row (rows that cap their repetitions keep their cap)."""
+        if self.reps_override is not None:
+            return self.reps_override
         if fast:
             return 3 if self.quick else 5
         return 1 if self.quick else 3

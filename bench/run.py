@@ -1,7 +1,8 @@
 """``make bench`` / ``python -m bench.run``: measures every registered row and prints one table.
 
 Usage:
-    python -m bench.run [--only ROW[,ROW...]] [--quick] [--list] [--results-dir DIR] [--keep]
+    python -m bench.run [--only ROW[,ROW...]] [--quick] [--reps N] [--list] [--results-dir DIR] [--keep]
+                         [--workdir DIR]
 
 The same table is written as JSON to ``bench/results/bench-<UTC timestamp>.json`` with every
 sample. Exit status: 0 when no row failed with an error (a row that misses its goal still exits
@@ -56,9 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated row names (see --list)")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions: 3 for fast rows, 1 for slow ones")
+    parser.add_argument("--reps", type=int, metavar="N",
+                        help="N repetitions per side for every row (rows that cap theirs keep the cap); "
+                             "to look closer at one row, with --only")
     parser.add_argument("--list", action="store_true", help="list the rows and exit")
     parser.add_argument("--results-dir", default=os.path.join(REPO_ROOT, "bench", "results"))
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (data, outputs, worker logs)")
+    parser.add_argument("--workdir", metavar="DIR",
+                        help="scratch folder to use and keep (created if missing); a later run given the same "
+                             "folder reuses what is made only once, such as the demo's pretrained backbone")
     args = parser.parse_args(argv)
 
     if args.list:
@@ -75,8 +82,14 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    workdir = tempfile.mkdtemp(prefix="kfp-finetune-bench-")
-    ctx = Context(quick=args.quick, workdir=workdir, log=log)
+    if args.workdir:
+        workdir = os.path.abspath(args.workdir)
+        os.makedirs(workdir, exist_ok=True)
+    else:
+        workdir = tempfile.mkdtemp(prefix="kfp-finetune-bench-")
+    if args.reps is not None and args.reps < 1:
+        parser.error(f"--reps must be at least 1, got {args.reps}")
+    ctx = Context(quick=args.quick, workdir=workdir, log=log, reps=args.reps)
     results: list[Result] = []
     try:
         for name in names:
@@ -91,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             result.seconds = time.perf_counter() - t
             results.append(result)
     finally:
-        if args.keep:
+        if args.keep or args.workdir:
             log(f"scratch folder kept: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -109,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     path = os.path.join(args.results_dir, f"bench-{stamp}.json")
     with open(path, "w") as f:
         json.dump({
-            "timestamp": stamp, "seconds": round(total, 1), "quick": args.quick,
+            "timestamp": stamp, "seconds": round(total, 1), "quick": args.quick, "reps": args.reps,
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
             "columns": HEADERS, "table": table_rows(results), "rows": [r.to_json() for r in results],
         }, f, indent=2)

@@ -116,7 +116,8 @@ def direct_pipeline(req: dict[str, Any]) -> dict[str, Any]:
     Parameters are the pipeline's defaults (``pipelines.pipeline.PARAMETERS``) updated with
     ``req["params"]``, so this side trains exactly what the kfp.local side trains. ``seconds``
     includes this process's imports (the caller also times the whole process); ``steps`` holds
-    each step's seconds.
+    each step's seconds; ``phase_seconds`` and ``finetune_seconds`` are the finetune step's
+    (``training.json``: its clock starts once Keras and TensorFlow are imported).
     """
     t0 = time.perf_counter()
     from components.evaluate import run_evaluate_step
@@ -137,7 +138,7 @@ def direct_pipeline(req: dict[str, Any]) -> dict[str, Any]:
     steps["preprocess"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    run_finetune_step(folders["examples"], folders["transform"], folders["model"], ft)
+    summary = run_finetune_step(folders["examples"], folders["transform"], folders["model"], ft)
     steps["finetune"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -151,6 +152,8 @@ def direct_pipeline(req: dict[str, Any]) -> dict[str, Any]:
     return {
         "seconds": time.perf_counter() - t0,
         "steps": steps,
+        "phase_seconds": summary["phase_seconds"],
+        "finetune_seconds": summary["seconds"],
         "accuracy": result["metrics"]["accuracy"],
         "pushed": pushed is not None,
     }
@@ -158,12 +161,54 @@ def direct_pipeline(req: dict[str, Any]) -> dict[str, Any]:
 
 def kfp_pipeline(req: dict[str, Any]) -> dict[str, Any]:
     """The whole pipeline through ``kfp.local`` (``pipelines.local.run_local``); ``seconds``
-    includes this process's imports and the pipeline's compilation, as ``run-local`` pays them."""
+    includes this process's imports and the pipeline's compilation, as ``run-local`` pays them.
+
+    Also returns where the time went: ``imports`` (this process's imports), ``compile``
+    (``compile_pipeline`` inside ``run_local``), ``before_run`` (from the start of ``run_local`` to
+    ``kfp.local``'s ``Running pipeline`` line: compilation, loading the package, ``local.init``),
+    ``tasks`` (``bench.timeline.TaskTiming`` fields per task, from the run's own log stream), and
+    from the finetune step's ``training.json``: ``phase_seconds`` and ``finetune_seconds`` (the
+    step's own clock, which starts once Keras and TensorFlow are imported).
+    """
+    import dataclasses
+
+    from bench.timeline import TimestampedStream, task_timings
+
     t0 = time.perf_counter()
+    import pipelines.pipeline
+    from components.artifacts import TRAINING_FILE
     from pipelines.local import run_local
 
-    result = run_local(req["params"], os.path.join(req["out_dir"], "pipeline_root"))
-    return {"seconds": time.perf_counter() - t0, "accuracy": result.accuracy, "pushed": result.pushed is not None}
+    imported = time.perf_counter()
+    compile_seconds: list[float] = []
+    compile_pipeline = pipelines.pipeline.compile_pipeline
+
+    def timed_compile(*args: Any, **kwargs: Any) -> str:
+        start = time.perf_counter()
+        try:
+            return compile_pipeline(*args, **kwargs)
+        finally:
+            compile_seconds.append(time.perf_counter() - start)
+
+    pipelines.pipeline.compile_pipeline = timed_compile  # run_local imports it at call time
+    stream = TimestampedStream(sys.stdout)
+    sys.stdout = stream
+    try:
+        started = time.perf_counter()
+        result = run_local(req["params"], os.path.join(req["out_dir"], "pipeline_root"))
+        end = time.perf_counter()
+    finally:
+        sys.stdout = stream.target
+        pipelines.pipeline.compile_pipeline = compile_pipeline
+    running = next(t for t, line in stream.lines if "Running pipeline" in line)
+    with open(os.path.join(result.run_dir, "finetune", "model", TRAINING_FILE)) as f:
+        training = json.load(f)
+    return {
+        "seconds": end - t0, "imports": imported - t0, "compile": sum(compile_seconds), "before_run": running - started,
+        "tasks": [dataclasses.asdict(t) for t in task_timings(stream.lines, end)],
+        "phase_seconds": training["phase_seconds"], "finetune_seconds": training["seconds"],
+        "accuracy": result.accuracy, "pushed": result.pushed is not None,
+    }
 
 
 def finetune(req: dict[str, Any]) -> dict[str, Any]:

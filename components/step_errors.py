@@ -1,21 +1,52 @@
-"""One readable line per failed step, for ``kfp-finetune run-local``.
+"""What every component body runs inside (``reported``): one readable line per failed step, for
+``kfp-finetune run-local``, and a quick end of the step's process.
 
 A step's traceback is buried in the runner's log; ``run-local`` sets ``KFP_FINETUNE_ERROR_FILE``
 (read when a step fails, never at import) and prints the recorded line when the run fails.
 """
 
+import atexit
 import contextlib
+import gc
 import json
 import os
 from typing import Iterator
 
 ERROR_FILE_ENV = "KFP_FINETUNE_ERROR_FILE"
 
+_quick_exit_registered = False
+
+
+def end_process_quickly() -> None:
+    """Lets this process's interpreter teardown skip the garbage collector's passes over every
+    object still alive: ``gc.freeze()`` from an ``atexit`` handler, registered once per process.
+
+    Why: each step runs in its own process (KFP, ``kfp.local``), and once TensorFlow is imported
+    about 380,000 objects are alive; the collections CPython runs while tearing the interpreter
+    down walk them all. Measured on 2 cores (TF 2.21, Python 3.11, the demo pipeline through
+    ``kfp.local``): a process's exit took 1.9-2.3 s after the finetune step and 1.0-1.5 s after
+    the evaluate step (0.9 s after ``import tensorflow`` alone), and 0.12-0.18 s with the freeze.
+
+    Nothing is skipped that a step relies on: every ``atexit`` handler still runs (TensorFlow's,
+    ``logging``'s flush, ``weakref.finalize``'s clean-ups), objects are still freed by reference
+    counting, and only objects in reference cycles are left to the operating system, as Python
+    allows at exit (the ``object.__del__`` documentation: finalizers of objects alive at exit
+    are not guaranteed to run). The exit status is unchanged.
+    """
+    global _quick_exit_registered
+    if not _quick_exit_registered:
+        atexit.register(gc.freeze)
+        _quick_exit_registered = True
+
 
 @contextlib.contextmanager
 def reported(step: str) -> Iterator[None]:
     """Runs a step body; on an exception, appends ``{"step", "error"}`` to the error file and
-    re-raises the exception unchanged (the step still fails with its full traceback)."""
+    re-raises the exception unchanged (the step still fails with its full traceback).
+
+    Entering it also calls ``end_process_quickly``: a body runs in a process of its own.
+    """
+    end_process_quickly()
     try:
         yield
     except Exception as e:
