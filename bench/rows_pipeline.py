@@ -52,7 +52,7 @@ def _pipeline_samples(ctx: Context) -> dict[str, Any]:
         rule = "--reps" if ctx.reps_override is not None else "--quick"
     else:
         a, b = pairs(FIRST_PAIRS)
-        rule = f"{FIRST_PAIRS}, and one more when they fall on both sides of the goal"
+        rule = f"{FIRST_PAIRS}, and one more when those fall on both sides of the goal"
         if len({OVERHEAD_GOAL.check(r) for r in pair_ratios(a, b)}) > 1:
             ctx.log(f"  the first {FIRST_PAIRS} pairs fall on both sides of the goal: one more pair")
             more_a, more_b = pairs(1)

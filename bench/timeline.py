@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 _EXECUTING = re.compile(r"Executing task \S*'([\w-]+)'")
 _FINISHED = re.compile(r"Task \S*'([\w-]+)'\S* finished with status")
@@ -41,7 +41,7 @@ class TimestampedStream:
     def flush(self) -> None:
         self.target.flush()
 
-    def __getattr__(self, name: str):  # fileno, isatty, encoding, ...: the target's
+    def __getattr__(self, name: str) -> Any:  # fileno, isatty, encoding, ...: the target's
         return getattr(self.target, name)
 
 
@@ -84,22 +84,26 @@ def task_timings(lines: list[tuple[float, str]], end: float) -> list[TaskTiming]
         ValueError: a task finished without the executor lines between its start and end (a
             ``kfp`` whose log lines differ from 2.17.3's), naming the task.
     """
-    marks: list[dict[str, float | str]] = []
+    tasks: list[tuple[str, dict[str, float]]] = []
     for t, line in lines:
         if m := _EXECUTING.search(line):
-            marks.append({"name": m.group(1), "start": t})
-        elif marks and _READY.search(line) and "ready" not in marks[-1]:
-            marks[-1]["ready"] = t
-        elif marks and _WROTE in line:
-            marks[-1]["wrote"] = t
-        elif marks and (m := _FINISHED.search(line)) and m.group(1) == marks[-1]["name"]:
-            marks[-1]["finished"] = t
-    done = [m for m in marks if "finished" in m]
+            tasks.append((m.group(1), {"start": t}))
+            continue
+        if not tasks:
+            continue
+        name, marks = tasks[-1]
+        if _READY.search(line):
+            marks.setdefault("ready", t)
+        elif _WROTE in line:
+            marks["wrote"] = t
+        elif (m := _FINISHED.search(line)) and m.group(1) == name:
+            marks["finished"] = t
+    done = [(name, marks) for name, marks in tasks if "finished" in marks]
     out = []
-    for i, m in enumerate(done):
-        if "ready" not in m or "wrote" not in m:
-            raise ValueError(f"task {m['name']!r}: no executor start or output line between its start and end in the log")
-        following = done[i + 1]["start"] if i + 1 < len(done) else end
-        out.append(TaskTiming(str(m["name"]), float(m["ready"]) - float(m["start"]), float(m["wrote"]) - float(m["ready"]),
-                              float(m["finished"]) - float(m["wrote"]), float(following) - float(m["finished"])))
+    for i, (name, marks) in enumerate(done):
+        if "ready" not in marks or "wrote" not in marks:
+            raise ValueError(f"task {name!r}: no executor start or output line between its start and end in the log")
+        following = done[i + 1][1]["start"] if i + 1 < len(done) else end
+        out.append(TaskTiming(name, marks["ready"] - marks["start"], marks["wrote"] - marks["ready"],
+                              marks["finished"] - marks["wrote"], following - marks["finished"]))
     return out
