@@ -92,6 +92,12 @@ def _parse_user(user: str) -> tuple[int, int | None]:
     return int(uid), int(gid) if gid else None
 
 
+def _is_under(path: str, folder: str) -> bool:
+    """``path`` is ``folder`` or lies inside it (both absolute, compared as text)."""
+    folder = folder.rstrip("/")
+    return path == folder or path.startswith(folder + "/")
+
+
 def check_root_writable(pipeline_root: str, user: str | None, what: str = "pipeline root") -> None:
     """Fails before any container starts when the containers' user cannot write a folder (the
     pipeline root, or ``what`` names another output folder).
@@ -129,7 +135,7 @@ def check_paths_visible(params: dict[str, Any], options: DockerOptions, pipeline
         if not value or "://" in value or (name == "base_weights" and value.lower() in ("imagenet", "none")):
             continue
         path = os.path.abspath(value) if not value.startswith("/") else value
-        if not any(path == v or path.startswith(v.rstrip("/") + "/") for v in visible):
+        if not any(_is_under(path, v) for v in visible):
             raise ValueError(
                 f"{name} {value!r} is a path the step containers cannot see: mount it "
                 f"(--docker-mount {path}:{path}{':ro' if name in ('data_uri', 'base_weights') else ''}) or use a gs:// URI"
@@ -143,7 +149,7 @@ def host_path(path: str, options: DockerOptions) -> str:
     for spec in options.mounts:
         host, container, _ = parse_mount(spec)
         prefix = container.rstrip("/")
-        if (path == prefix or path.startswith(prefix + "/")) and (best is None or len(prefix) > len(best[1])):
+        if _is_under(path, prefix) and (best is None or len(prefix) > len(best[1])):
             best = (host, prefix)
     return path if best is None else best[0] + path[len(best[1]):]
 
@@ -164,8 +170,7 @@ def check_outputs_writable(params: dict[str, Any], options: DockerOptions) -> No
             continue
         for spec in options.mounts:
             _, container, read_only = parse_mount(spec)
-            prefix = container.rstrip("/")
-            if read_only and (value == prefix or value.startswith(prefix + "/")):
+            if read_only and _is_under(value, container):
                 raise ValueError(f"{name} {value!r} is on the read-only mount {spec!r}: steps write there; drop ':ro'")
         folder = host_path(value, options)
         while not os.path.exists(folder):
