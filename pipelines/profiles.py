@@ -17,15 +17,16 @@ the *name* of a Kubernetes object belongs, whose text is never echoed.
 from __future__ import annotations
 
 import dataclasses
-import decimal
 import importlib.resources
 import os
-import re
 import types
 from collections.abc import Mapping
-from typing import Any, Callable
+from typing import Any
 
 import yaml
+
+from pipelines import k8s_values as v
+from pipelines.k8s_values import Check, InvalidValue
 
 # Profile step names; the KFP task of each is named alike ("skip_push": task "skip-push").
 STEPS = ("preprocess", "finetune", "evaluate", "push", "skip_push")
@@ -35,28 +36,6 @@ STORAGE_STEPS = ("preprocess", "finetune", "evaluate", "push")
 SHIPPED_PROFILES = ("eks", "gke", "kind")
 GCS_MODES = ("none", "workload_identity", "secret")
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
-
-# Kubernetes' quantity grammar (k8s.io/apimachinery resource.Quantity: signed number, then a
-# binary-SI, decimal-SI or exponent suffix).
-_QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?\d+)?$")
-# What kfp 2.17.3's PipelineTask.set_cpu_*/set_memory_* accept (narrower: no exponents, no
-# fractional memory). Its "K" suffix is not a Kubernetes quantity, hence left out here.
-_KFP_CPU = re.compile(r"^([0-9]*[.])?[0-9]+m?$")
-_KFP_MEMORY = re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|Ki)?$")
-_SUFFIX = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60, "n": decimal.Decimal("1e-9"),
-           "u": decimal.Decimal("1e-6"), "m": decimal.Decimal("1e-3"), "k": 10**3, "M": 10**6, "G": 10**9,
-           "T": 10**12, "P": 10**15, "E": 10**18}
-# RFC 1123 subdomain: the names of Secrets, PersistentVolumeClaims and ServiceAccounts.
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
-_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-_DURATION = re.compile(r"^(\d+)([smhdw])$")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_IMAGE = re.compile(r"^([A-Za-z0-9.-]+(:[0-9]+)?/)?[a-z0-9]+([._-]+[a-z0-9]+)*(/[a-z0-9]+([._-]+[a-z0-9]+)*)*"
-                    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$")
-_URI = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
-_ACCELERATOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 
 
 class ProfileError(ValueError):
@@ -239,31 +218,25 @@ def parse_profile(text: str, label: str, name: str | None = None, source: str | 
         raise ProfileError(f"profile {label}: the file is empty; see pipelines/cluster_profiles/kind.yaml for the keys")
     try:
         return _profile(data, name or label, source or label)
-    except _Invalid as e:
+    except InvalidValue as e:
         raise ProfileError(f"profile {label}: {e.path or 'top level'}: {e.problem}") from None
-
-
-class _Invalid(Exception):
-    def __init__(self, path: str, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path, self.problem = path, problem
 
 
 def _mapping(value: Any, path: str, allowed: tuple[str, ...], required: tuple[str, ...] = ()) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise _Invalid(path, f"expected a mapping with keys {', '.join(allowed)}; got {type(value).__name__}")
+        raise InvalidValue(path, f"expected a mapping with keys {', '.join(allowed)}; got {type(value).__name__}")
     for key in value:
         if key not in allowed:
-            raise _Invalid(f"{path}.{key}" if path else str(key), f"unknown key; allowed here: {', '.join(allowed)}")
+            raise InvalidValue(f"{path}.{key}" if path else str(key), f"unknown key; allowed here: {', '.join(allowed)}")
     for key in required:
         if value.get(key) is None:
-            raise _Invalid(f"{path}.{key}" if path else key, "required")
+            raise InvalidValue(f"{path}.{key}" if path else key, "required")
     return value
 
 
-def _string(value: Any, path: str, check: Callable[[str, str], None] | None = None) -> str:
+def _string(value: Any, path: str, check: Check | None = None) -> str:
     if not isinstance(value, str):
-        raise _Invalid(path, f"expected a string, got {type(value).__name__}")
+        raise InvalidValue(path, f"expected a string, got {type(value).__name__}")
     if check is not None:
         check(value, path)
     return value
@@ -271,162 +244,79 @@ def _string(value: Any, path: str, check: Callable[[str, str], None] | None = No
 
 def _integer(value: Any, path: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _Invalid(path, f"expected an integer, got {type(value).__name__}")
+        raise InvalidValue(path, f"expected an integer, got {type(value).__name__}")
     if value < minimum:
-        raise _Invalid(path, f"must be at least {minimum}, got {value}")
+        raise InvalidValue(path, f"must be at least {minimum}, got {value}")
     return value
 
 
-def _looks_like_secret_value(value: str) -> bool:
-    """A JSON key file, a PEM block, a token: what belongs *inside* a Secret, not its name."""
-    return ("\n" in value or "{" in value or "}" in value or "-----BEGIN" in value or "private_key" in value
-            or len(value) > 253 or (len(value) >= 40 and re.fullmatch(r"[A-Za-z0-9+/=_.-]+", value) is not None
-                                    and any(c.isupper() for c in value) and any(c.isdigit() for c in value)))
-
-
-def _object_name(what: str) -> Callable[[str, str], None]:
-    def check(value: str, path: str) -> None:
-        if _looks_like_secret_value(value):
-            # The value is not echoed: it may be a credential.
-            raise _Invalid(path, f"this looks like a secret's value (a key, a PEM block, a token), not the name of a {what}; "
-                           "store it in a Kubernetes Secret (kubectl create secret generic NAME --from-file=key.json=FILE) "
-                           "and write that NAME here (value not shown)")
-        if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
-            raise _Invalid(path, f"{value!r} is not a valid {what} name (RFC 1123 subdomain: lower-case letters, digits, "
-                           "'-' and '.', starting and ending with a letter or digit, at most 253 characters)")
-    return check
-
-
-def _label_key(value: str, path: str) -> None:
-    prefix, _, name = value.rpartition("/")
-    if (prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix))) or len(name) > 63 or not _LABEL_NAME.match(name):
-        raise _Invalid(path, f"{value!r} is not a Kubernetes label key ([PREFIX/]NAME; NAME at most 63 letters, "
-                       "digits, '-', '_', '.'; PREFIX a DNS subdomain)")
-
-
-def _label_value(value: str, path: str) -> None:
-    if value and (len(value) > 63 or not _LABEL_NAME.match(value)):
-        raise _Invalid(path, f"{value!r} is not a Kubernetes label value (at most 63 letters, digits, '-', '_', '.')")
-
-
-def _absolute_path(value: str, path: str) -> None:
-    if not value.startswith("/") or value == "/" or os.path.normpath(value) != value or ":" in value:
-        raise _Invalid(path, f"{value!r} must be a normalized absolute path other than '/' (no '..', no trailing '/', no ':')")
-
-
-def _image(value: str, path: str) -> None:
-    if not _IMAGE.match(value):
-        raise _Invalid(path, f"{value!r} is not an image reference (REGISTRY/NAME:TAG or NAME@sha256:DIGEST)")
-
-
-def quantity_value(text: str) -> decimal.Decimal:
-    """The number a Kubernetes quantity stands for (``"500m"`` -> 0.5, ``"1Gi"`` -> 1073741824).
-
-    Raises:
-        ValueError: ``text`` is not a quantity (grammar of k8s.io/apimachinery ``resource.Quantity``).
-    """
-    match = _QUANTITY.match(text)
-    if not match:
-        raise ValueError(f"{text!r} is not a Kubernetes quantity")
-    number, suffix = text[: match.start(3)] if match.group(3) else text, match.group(3) or ""
-    if suffix[:1] in ("e", "E"):
-        return decimal.Decimal(number) * decimal.Decimal(10) ** int(suffix[1:])
-    return decimal.Decimal(number) * _SUFFIX.get(suffix, 1)
-
-
-def _quantity(kind: str) -> Callable[[str, str], None]:
-    def check(value: str, path: str) -> None:
-        try:
-            number = quantity_value(value)
-        except ValueError:
-            example = "500m, 2 or 1.5" if kind == "cpu" else "512Mi, 4Gi or 1G"
-            raise _Invalid(path, f"{value!r} is not a Kubernetes quantity (e.g. {example})") from None
-        if number < 0:
-            raise _Invalid(path, f"{value!r} must not be negative")
-        if not (_KFP_CPU if kind == "cpu" else _KFP_MEMORY).match(value):
-            allowed = ("a number, or an integer followed by 'm'" if kind == "cpu"
-                       else "an integer with an optional suffix E, P, T, G, M, Ei, Pi, Ti, Gi, Mi or Ki (1.5Gi: write 1536Mi)")
-            raise _Invalid(path, f"{value!r} is a Kubernetes quantity, but kfp 2.17.3 accepts {kind} only as {allowed}")
-    return check
-
-
-def _duration_seconds(value: str, path: str) -> int:
-    match = _DURATION.match(value)
-    if not match:
-        raise _Invalid(path, f"{value!r} is not a duration: an integer followed by s, m, h, d or w (e.g. 30s, 10m, 1h)")
-    return int(match.group(1)) * _SECONDS[match.group(2)]
+def _optional(data: dict[str, Any], key: str, path: str, check: Check | None = None) -> str | None:
+    return _string(data[key], path, check) if data.get(key) is not None else None
 
 
 def _resources(value: Any, path: str) -> Resources:
-    keys = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
-    data = _mapping(value, path, keys)
-    got = {k: _string(str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v, f"{path}.{k}",
-                      _quantity(k.split("_")[0])) for k, v in data.items() if v is not None}
+    data = _mapping(value, path, ("cpu_request", "cpu_limit", "memory_request", "memory_limit"))
+    # YAML reads `cpu_limit: 2` as a number; Kubernetes and kfp take the quantity as text.
+    text = {k: str(q) if isinstance(q, (int, float)) and not isinstance(q, bool) else q for k, q in data.items()}
+    got = {k: _optional(text, k, f"{path}.{k}", v.quantity(k.split("_")[0])) for k in text}
     for kind in ("cpu", "memory"):
         request, limit = got.get(f"{kind}_request"), got.get(f"{kind}_limit")
-        if request and limit and quantity_value(request) > quantity_value(limit):
-            raise _Invalid(f"{path}.{kind}_request", f"{request!r} is more than {kind}_limit {limit!r} (Kubernetes refuses the pod)")
+        if request and limit and v.quantity_value(request) > v.quantity_value(limit):
+            raise InvalidValue(f"{path}.{kind}_request",
+                               f"{request!r} is more than {kind}_limit {limit!r} (Kubernetes refuses the pod)")
     return Resources(**got)
 
 
 def _retry(value: Any, path: str) -> Retry:
-    data = _mapping(value, path, ("num_retries", "backoff_duration", "backoff_factor", "backoff_max_duration"), ("num_retries",))
-    retry = Retry(num_retries=_integer(data["num_retries"], f"{path}.num_retries", 1))
-    first = _duration_seconds(_string(data.get("backoff_duration", retry.backoff_duration), f"{path}.backoff_duration"), f"{path}.backoff_duration")
-    most = _duration_seconds(_string(data.get("backoff_max_duration", retry.backoff_max_duration), f"{path}.backoff_max_duration"),
-                             f"{path}.backoff_max_duration")
+    keys = ("num_retries", "backoff_duration", "backoff_factor", "backoff_max_duration")
+    data = {**dataclasses.asdict(Retry(num_retries=1)), **_mapping(value, path, keys, ("num_retries",))}
+    num_retries = _integer(data["num_retries"], f"{path}.num_retries", 1)
+    first, most = (v.duration_seconds(_string(data[k], f"{path}.{k}"), f"{path}.{k}")
+                   for k in ("backoff_duration", "backoff_max_duration"))
     if most < first:
-        raise _Invalid(f"{path}.backoff_max_duration", "must not be shorter than backoff_duration")
-    factor = data.get("backoff_factor", retry.backoff_factor)
+        raise InvalidValue(f"{path}.backoff_max_duration", "must not be shorter than backoff_duration")
+    factor = data["backoff_factor"]
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 1:
-        raise _Invalid(f"{path}.backoff_factor", f"expected a number >= 1, got {factor!r}")
-    return dataclasses.replace(retry, backoff_duration=data.get("backoff_duration", retry.backoff_duration),
-                               backoff_factor=float(factor), backoff_max_duration=data.get("backoff_max_duration", retry.backoff_max_duration))
+        raise InvalidValue(f"{path}.backoff_factor", f"expected a number >= 1, got {factor!r}")
+    return Retry(num_retries=num_retries, backoff_duration=data["backoff_duration"], backoff_factor=float(factor),
+                 backoff_max_duration=data["backoff_max_duration"])
 
 
 def _toleration(value: Any, path: str) -> Toleration:
     data = _mapping(value, path, ("key", "operator", "value", "effect", "toleration_seconds"))
-    key = _string(data["key"], f"{path}.key", _label_key) if data.get("key") is not None else None
+    key = _optional(data, "key", f"{path}.key", v.check_label_key)
     operator = _string(data.get("operator", "Equal"), f"{path}.operator")
     if operator not in ("Equal", "Exists"):
-        raise _Invalid(f"{path}.operator", f"{operator!r} must be Equal or Exists")
-    tol_value = _string(data["value"], f"{path}.value", _label_value) if data.get("value") is not None else None
-    if operator == "Exists" and tol_value:
-        raise _Invalid(f"{path}.value", "must be empty with operator Exists")
+        raise InvalidValue(f"{path}.operator", f"{operator!r} must be Equal or Exists")
+    label = _optional(data, "value", f"{path}.value", v.check_label_value)
+    if operator == "Exists" and label:
+        raise InvalidValue(f"{path}.value", "must be empty with operator Exists")
     if key is None and operator != "Exists":
-        raise _Invalid(f"{path}.key", "required unless operator is Exists (which then tolerates every taint)")
-    effect = _string(data["effect"], f"{path}.effect") if data.get("effect") is not None else None
+        raise InvalidValue(f"{path}.key", "required unless operator is Exists (which then tolerates every taint)")
+    effect = _optional(data, "effect", f"{path}.effect")
     if effect is not None and effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
-        raise _Invalid(f"{path}.effect", f"{effect!r} must be NoSchedule, PreferNoSchedule or NoExecute")
+        raise InvalidValue(f"{path}.effect", f"{effect!r} must be NoSchedule, PreferNoSchedule or NoExecute")
     seconds = data.get("toleration_seconds")
     if seconds is not None:
         seconds = _integer(seconds, f"{path}.toleration_seconds", 0)
         if effect != "NoExecute":
-            raise _Invalid(f"{path}.toleration_seconds", "only applies with effect NoExecute")
-    return Toleration(key=key, operator=operator, value=tol_value, effect=effect, toleration_seconds=seconds)
+            raise InvalidValue(f"{path}.toleration_seconds", "only applies with effect NoExecute")
+    return Toleration(key=key, operator=operator, value=label, effect=effect, toleration_seconds=seconds)
 
 
-def _string_map(value: Any, path: str, key_check: Callable[[str, str], None], value_check: Callable[[str, str], None]) -> Mapping[str, str]:
+def _string_map(value: Any, path: str, key_check: Check, value_check: Check) -> Mapping[str, str]:
     if not isinstance(value, dict):
-        raise _Invalid(path, f"expected a mapping of names to strings, got {type(value).__name__}")
+        raise InvalidValue(path, f"expected a mapping of names to strings, got {type(value).__name__}")
     out = {}
-    for k, v in value.items():
-        key = _string(k, f"{path}.{k}", key_check)
-        out[key] = _string(v, f"{path}.{key}", value_check)
+    for name, text in value.items():
+        out[_string(name, f"{path}.{name}", key_check)] = _string(text, f"{path}.{name}", value_check)
     return types.MappingProxyType(out)
 
 
-def _env_name(value: str, path: str) -> None:
-    if not _ENV_NAME.match(value):
-        raise _Invalid(path, "not a valid environment variable name (letters, digits, '_', '-', '.'; not starting with a digit)")
-    if value == "GOOGLE_APPLICATION_CREDENTIALS":
-        raise _Invalid(path, "set by gcs_credentials (mode: secret), which also mounts the key; do not set it here")
-
-
-def _env_value(value: str, path: str) -> None:
-    if "\n" in value or "-----BEGIN" in value or "private_key" in value:
-        raise _Invalid(path, "this looks like a credential; a profile is compiled into the pipeline in clear text: "
-                       "put it in a Kubernetes Secret (value not shown)")
+def _list(value: Any, path: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise InvalidValue(path, f"expected a list, got {type(value).__name__}")
+    return value
 
 
 def _step(value: Any, path: str, step: str) -> StepSettings:
@@ -435,44 +325,37 @@ def _step(value: Any, path: str, step: str) -> StepSettings:
     accelerator = None
     if data.get("accelerator") is not None:
         if step != "finetune":
-            raise _Invalid(f"{path}.accelerator", "only the finetune step takes an accelerator")
+            raise InvalidValue(f"{path}.accelerator", "only the finetune step takes an accelerator")
         acc = _mapping(data["accelerator"], f"{path}.accelerator", ("type", "count"), ("type", "count"))
-        accelerator = Accelerator(type=_string(acc["type"], f"{path}.accelerator.type", _accelerator_type),
+        accelerator = Accelerator(type=_string(acc["type"], f"{path}.accelerator.type", v.check_accelerator_type),
                                   count=_integer(acc["count"], f"{path}.accelerator.count", 1))
-    tolerations = data.get("tolerations") or []
-    if not isinstance(tolerations, list):
-        raise _Invalid(f"{path}.tolerations", f"expected a list, got {type(tolerations).__name__}")
+    timeout = data.get("timeout_seconds")
     return StepSettings(
         resources=_resources(data["resources"], f"{path}.resources") if data.get("resources") is not None else Resources(),
-        timeout_seconds=_integer(data["timeout_seconds"], f"{path}.timeout_seconds", 1) if data.get("timeout_seconds") is not None else None,
+        timeout_seconds=_integer(timeout, f"{path}.timeout_seconds", 1) if timeout is not None else None,
         retry=_retry(data["retry"], f"{path}.retry") if data.get("retry") is not None else None,
-        node_selector=_string_map(data.get("node_selector") or {}, f"{path}.node_selector", _label_key, _label_value),
-        tolerations=tuple(_toleration(t, f"{path}.tolerations[{i}]") for i, t in enumerate(tolerations)),
-        env=_string_map(data.get("env") or {}, f"{path}.env", _env_name, _env_value),
+        node_selector=_string_map(data.get("node_selector") or {}, f"{path}.node_selector", v.check_label_key,
+                                  v.check_label_value),
+        tolerations=tuple(_toleration(t, f"{path}.tolerations[{i}]")
+                          for i, t in enumerate(_list(data.get("tolerations") or [], f"{path}.tolerations"))),
+        env=_string_map(data.get("env") or {}, f"{path}.env", v.check_env_name, v.check_env_value),
         accelerator=accelerator,
     )
 
 
-def _accelerator_type(value: str, path: str) -> None:
-    if not _ACCELERATOR.match(value):
-        raise _Invalid(path, f"{value!r} is not an accelerator resource name (e.g. nvidia.com/gpu)")
-
-
 def _volumes(value: Any, path: str) -> tuple[VolumeMount, ...]:
-    if not isinstance(value, list):
-        raise _Invalid(path, f"expected a list, got {type(value).__name__}")
     out = []
-    for i, item in enumerate(value):
+    for i, item in enumerate(_list(value, path)):
         where = f"{path}[{i}]"
         data = _mapping(item, where, ("claim", "mount_path", "steps"), ("claim", "mount_path"))
         steps = data.get("steps", list(STORAGE_STEPS))
         if not isinstance(steps, list) or not steps or not all(isinstance(s, str) for s in steps):
-            raise _Invalid(f"{where}.steps", f"expected a non-empty list of step names ({', '.join(STEPS)})")
+            raise InvalidValue(f"{where}.steps", f"expected a non-empty list of step names ({', '.join(STEPS)})")
         for s in steps:
             if s not in STEPS:
-                raise _Invalid(f"{where}.steps", f"unknown step {s!r}; steps: {', '.join(STEPS)}")
-        out.append(VolumeMount(claim=_string(data["claim"], f"{where}.claim", _object_name("PersistentVolumeClaim")),
-                               mount_path=_string(data["mount_path"], f"{where}.mount_path", _absolute_path),
+                raise InvalidValue(f"{where}.steps", f"unknown step {s!r}; steps: {', '.join(STEPS)}")
+        out.append(VolumeMount(claim=_string(data["claim"], f"{where}.claim", v.object_name("PersistentVolumeClaim")),
+                               mount_path=_string(data["mount_path"], f"{where}.mount_path", v.check_absolute_path),
                                steps=tuple(dict.fromkeys(steps))))
     return tuple(out)
 
@@ -481,56 +364,43 @@ def _gcs(value: Any, path: str) -> GcsCredentials:
     data = _mapping(value, path, ("mode", "secret_name", "secret_key", "mount_path"), ("mode",))
     mode = _string(data["mode"], f"{path}.mode")
     if mode not in GCS_MODES:
-        raise _Invalid(f"{path}.mode", f"{mode!r} must be one of {', '.join(GCS_MODES)}")
+        raise InvalidValue(f"{path}.mode", f"{mode!r} must be one of {', '.join(GCS_MODES)}")
     if mode != "secret":
         extra = sorted(set(data) - {"mode"})
         if extra:
-            raise _Invalid(f"{path}.{extra[0]}", "only applies with mode: secret")
+            raise InvalidValue(f"{path}.{extra[0]}", "only applies with mode: secret")
         return GcsCredentials(mode=mode)
     if data.get("secret_name") is None:
-        raise _Invalid(f"{path}.secret_name", "required with mode: secret (the Secret that holds the key file)")
-    defaults = GcsCredentials()
-    key = _string(data.get("secret_key", defaults.secret_key), f"{path}.secret_key")
-    if _looks_like_secret_value(key):
-        raise _Invalid(f"{path}.secret_key", "this looks like a secret's value, not the key (file name) inside the Secret (value not shown)")
-    if len(key) > 253 or key in (".", "..") or not _SECRET_KEY.match(key):
-        raise _Invalid(f"{path}.secret_key", f"{key!r} is not a Secret key (letters, digits, '-', '_', '.')")
-    return GcsCredentials(mode=mode, secret_name=_string(data["secret_name"], f"{path}.secret_name", _object_name("Secret")),
-                          secret_key=key, mount_path=_string(data.get("mount_path", defaults.mount_path), f"{path}.mount_path", _absolute_path))
-
-
-def _optional(data: dict, key: str, check: Callable[[str, str], None]) -> str | None:
-    return _string(data[key], key, check) if data.get(key) is not None else None
+        raise InvalidValue(f"{path}.secret_name", "required with mode: secret (the Secret that holds the key file)")
+    data = {**dataclasses.asdict(GcsCredentials()), **data}
+    return GcsCredentials(mode=mode, secret_name=_string(data["secret_name"], f"{path}.secret_name", v.object_name("Secret")),
+                          secret_key=_string(data["secret_key"], f"{path}.secret_key", v.check_secret_key),
+                          mount_path=_string(data["mount_path"], f"{path}.mount_path", v.check_absolute_path))
 
 
 def _profile(data: Any, name: str, source: str) -> Profile:
     keys = ("image", "gpu_image", "image_pull_secrets", "image_pull_policy", "pipeline_root", "service_account",
             "gcs_credentials", "volumes", "steps")
     data = _mapping(data, "", keys)
-    steps_data = _mapping(data.get("steps") or {}, "steps", STEPS)
-    steps = {s: _step(steps_data.get(s), f"steps.{s}", s) for s in STEPS}
+    steps = _mapping(data.get("steps") or {}, "steps", STEPS)
     secrets = data.get("image_pull_secrets") or []
     if not isinstance(secrets, list):
-        raise _Invalid("image_pull_secrets", f"expected a list of Secret names, got {type(secrets).__name__}")
-    policy = _optional(data, "image_pull_policy", lambda v, p: None)
+        raise InvalidValue("image_pull_secrets", f"expected a list of Secret names, got {type(secrets).__name__}")
+    policy = _optional(data, "image_pull_policy", "image_pull_policy")
     if policy is not None and policy not in PULL_POLICIES:
-        raise _Invalid("image_pull_policy", f"{policy!r} must be one of {', '.join(PULL_POLICIES)}")
-
-    def root(value: str, path: str) -> None:
-        if not _URI.match(value):
-            raise _Invalid(path, f"{value!r} must be an object-store URI the cluster writes to (gs://, s3://, minio://); "
-                           "a local path exists in no pod")
-
+        raise InvalidValue("image_pull_policy", f"{policy!r} must be one of {', '.join(PULL_POLICIES)}")
+    gcs = data.get("gcs_credentials")
     profile = Profile(
         name=name, source=source,
-        image=_optional(data, "image", _image), gpu_image=_optional(data, "gpu_image", _image),
-        image_pull_secrets=tuple(_string(s, f"image_pull_secrets[{i}]", _object_name("Secret")) for i, s in enumerate(secrets)),
+        image=_optional(data, "image", "image", v.check_image),
+        gpu_image=_optional(data, "gpu_image", "gpu_image", v.check_image),
+        image_pull_secrets=tuple(_string(s, f"image_pull_secrets[{i}]", v.object_name("Secret")) for i, s in enumerate(secrets)),
         image_pull_policy=policy,
-        pipeline_root=_optional(data, "pipeline_root", root),
-        service_account=_optional(data, "service_account", _object_name("ServiceAccount")),
-        gcs_credentials=_gcs(data["gcs_credentials"], "gcs_credentials") if data.get("gcs_credentials") is not None else GcsCredentials(),
+        pipeline_root=_optional(data, "pipeline_root", "pipeline_root", v.check_pipeline_root),
+        service_account=_optional(data, "service_account", "service_account", v.object_name("ServiceAccount")),
+        gcs_credentials=_gcs(gcs, "gcs_credentials") if gcs is not None else GcsCredentials(),
         volumes=_volumes(data.get("volumes") or [], "volumes"),
-        steps=types.MappingProxyType(steps),
+        steps=types.MappingProxyType({s: _step(steps.get(s), f"steps.{s}", s) for s in STEPS}),
     )
     _check_together(profile)
     return profile
@@ -538,16 +408,19 @@ def _profile(data: Any, name: str, source: str) -> Profile:
 
 def _check_together(profile: Profile) -> None:
     if profile.steps["finetune"].accelerator is not None and profile.gpu_image is None:
-        raise _Invalid("gpu_image", "required when steps.finetune.accelerator is set (the CPU image has no CUDA libraries)")
-    if profile.gcs_credentials.mode == "workload_identity" and profile.service_account is None:
-        raise _Invalid("service_account", "required with gcs_credentials.mode workload_identity: the Kubernetes service "
-                       "account bound to the Google service account")
+        raise InvalidValue("gpu_image", "required when steps.finetune.accelerator is set (the CPU image has no CUDA libraries)")
+    gcs = profile.gcs_credentials
+    if gcs.mode == "workload_identity" and profile.service_account is None:
+        raise InvalidValue("service_account", "required with gcs_credentials.mode workload_identity: the Kubernetes "
+                           "service account bound to the Google service account")
     for step in STEPS:
-        taken = {profile.gcs_credentials.mount_path: "gcs_credentials.mount_path"} if profile.gcs_credentials.mode == "secret" and step in STORAGE_STEPS else {}
+        # Two mounts at one path, or one inside another, in the same pod: Kubernetes refuses or shadows.
+        taken = {gcs.mount_path: "gcs_credentials.mount_path"} if gcs.mode == "secret" and step in STORAGE_STEPS else {}
         for i, volume in enumerate(profile.volumes):
             if step not in volume.steps:
                 continue
             for other, where in taken.items():
                 if volume.mount_path == other or volume.mount_path.startswith(other + "/") or other.startswith(volume.mount_path + "/"):
-                    raise _Invalid(f"volumes[{i}].mount_path", f"{volume.mount_path!r} overlaps {where} {other!r} in step {step}")
+                    raise InvalidValue(f"volumes[{i}].mount_path",
+                                       f"{volume.mount_path!r} overlaps {where} {other!r} in step {step}")
             taken[volume.mount_path] = f"volumes[{i}].mount_path"

@@ -1,11 +1,10 @@
 """Cluster profiles on load: the shipped examples, and every kind of mistake refused with its key."""
 
-import decimal
 import textwrap
 
 import pytest
 
-from pipelines.profiles import ProfileError, StepSettings, load_profile, parse_profile, quantity_value
+from pipelines.profiles import ProfileError, StepSettings, load_profile, parse_profile
 
 # A JSON service-account key as someone might paste it where the Secret's *name* belongs.
 KEY_BLOB = '{"type": "service_account", "private_key_id": "0123abcd", "private_key": "-----BEGIN PRIVATE KEY-----\\nMIIEv"}'
@@ -55,19 +54,6 @@ def test_names_and_paths_that_do_not_exist_are_refused():
         load_profile("gkee")
     with pytest.raises(FileNotFoundError, match=r"^profile file 'nowhere/p.yaml' does not exist$"):
         load_profile("nowhere/p.yaml")
-
-
-@pytest.mark.parametrize("text, quantity", [("500m", "0.5"), ("2", "2"), ("1.5", "1.5"), ("1Gi", str(2**30)),
-                                            ("512Mi", str(512 * 2**20)), ("1G", "1000000000"), ("1e3", "1000"),
-                                            ("100k", "100000"), (".5", "0.5")])
-def test_quantities_are_read_by_the_kubernetes_grammar(text, quantity):
-    assert quantity_value(text) == decimal.Decimal(quantity)
-
-
-@pytest.mark.parametrize("text", ["4GB", "1 Gi", "Gi", "1.2.3", "0x10", "1KiB", ""])
-def test_text_outside_the_quantity_grammar_is_not_a_quantity(text):
-    with pytest.raises(ValueError, match="is not a Kubernetes quantity"):
-        quantity_value(text)
 
 
 def _refused(yaml_text: str) -> str:
