@@ -33,11 +33,14 @@ die() { printf '[kind-up] error: %s\n' "$*" >&2; exit 1; }
 
 # The claim's name and where pods see it are kept in the kind profile (the one place the
 # compiled pipeline takes them from); read with sed, like the image below.
-profile="${repo}/pipelines/cluster_profiles/kind.yaml"
-claim="$(sed -n 's/^ *- claim: *//p' "${profile}" | head -n 1)"
-mount_path="$(sed -n 's/^ *mount_path: *//p' "${profile}" | head -n 1)"
-[[ -n "${claim}" && "${mount_path}" == /* ]] || die "could not read the volume's claim and mount_path from ${profile}"
+read_volume() {
+  local profile="${repo}/pipelines/cluster_profiles/kind.yaml"
+  claim="$(sed -n 's/^ *- claim: *//p' "${profile}" | head -n 1)"
+  mount_path="$(sed -n 's/^ *mount_path: *//p' "${profile}" | head -n 1)"
+  [[ -n "${claim}" && "${mount_path}" == /* ]] || die "could not read the volume's claim and mount_path from ${profile}"
+}
 if [[ "${1:-}" == --print-volume ]]; then
+  read_volume
   printf '%s %s\n' "${claim}" "${mount_path}"
   exit 0
 fi
@@ -52,6 +55,7 @@ docker info >/dev/null 2>&1 || die "docker is installed but no Docker daemon ans
 for data in "$@"; do
   [[ -d "${data}" ]] || die "data folder '${data}' does not exist (arguments are folders to copy into the volume)"
 done
+read_volume
 
 # The default image is the one the compiled pipeline names (components/image.py), so
 # `kfp-finetune compile` needs no --image for this cluster. Read with sed: no Python needed here.

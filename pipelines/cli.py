@@ -45,7 +45,6 @@ def _print_result(summary: dict[str, Any]) -> None:
 @errors.command
 def _compile(args: argparse.Namespace) -> int:
     from pipelines.pipeline import compile_pipeline
-
     from pipelines.profiles import load_profile
 
     image = args.image or os.environ.get("KFP_FINETUNE_IMAGE") or None

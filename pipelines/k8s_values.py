@@ -100,20 +100,17 @@ def check_absolute_path(value: str, path: str) -> None:
                            "(no '..', no trailing '/', no ':')")
 
 
-def check_image(value: str, path: str) -> None:
-    if not _IMAGE.match(value):
-        raise InvalidValue(path, f"{value!r} is not an image reference (REGISTRY/NAME:TAG or NAME@sha256:DIGEST)")
+def _matching(pattern: re.Pattern[str], problem: str) -> Check:
+    def check(value: str, path: str) -> None:
+        if not pattern.match(value):
+            raise InvalidValue(path, f"{value!r} {problem}")
+    return check
 
 
-def check_pipeline_root(value: str, path: str) -> None:
-    if not _URI.match(value):
-        raise InvalidValue(path, f"{value!r} must be an object-store URI the cluster writes to (gs://, s3://, minio://); "
-                           "a local path exists in no pod")
-
-
-def check_accelerator_type(value: str, path: str) -> None:
-    if not _ACCELERATOR.match(value):
-        raise InvalidValue(path, f"{value!r} is not an accelerator resource name (e.g. nvidia.com/gpu)")
+check_image = _matching(_IMAGE, "is not an image reference (REGISTRY/NAME:TAG or NAME@sha256:DIGEST)")
+check_pipeline_root = _matching(_URI, "must be an object-store URI the cluster writes to (gs://, s3://, minio://); "
+                                "a local path exists in no pod")
+check_accelerator_type = _matching(_ACCELERATOR, "is not an accelerator resource name (e.g. nvidia.com/gpu)")
 
 
 def check_env_name(value: str, path: str) -> None:

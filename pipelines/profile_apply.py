@@ -7,7 +7,8 @@ methods (``deploymentSpec.executors``: resources, image, environment; the task's
 node selectors, tolerations, pull secrets and policy, ``activeDeadlineSeconds``). What a
 profile sets that the compiled YAML cannot hold, the run's service account, is passed with
 each run by ``submit``/``schedule``. The pipeline root goes into ``defaultPipelineRoot`` (see
-``pipelines.pipeline``) and also with each run.
+``pipelines.pipeline``) and also with each run. :func:`check_run_paths` checks a run's
+parameters against the profile's volumes before it is sent.
 
 Nothing here reads the environment: a credential file named by the compiling machine's
 ``GOOGLE_APPLICATION_CREDENTIALS`` never reaches the YAML (a test holds this).
@@ -87,3 +88,34 @@ def _apply_step(task: PipelineTask, settings: StepSettings) -> None:
                                   toleration_seconds=tol.toleration_seconds)
     for name, value in settings.env.items():
         task.set_env_variable(name, value)
+
+
+# The pipeline parameters that can name a local path, and the steps that read or write it.
+PATH_PARAMETERS = {"data_uri": ("preprocess",), "registry_uri": ("preprocess", "evaluate", "push"),
+                   "base_weights": ("finetune",), "checkpoint_dir": ("finetune",)}
+
+
+def check_run_paths(profile: Profile, params: Mapping[str, Any]) -> None:
+    """Refuses run parameters that name a local path no volume of ``profile`` holds in a step that
+    reads or writes it: in a pod, such a path is the container's own filesystem, so data is not
+    found, and a registry or checkpoints written there are lost when the pod ends (after all the
+    training). For ``submit``/``schedule`` to call before sending a run compiled with ``profile``.
+
+    Args:
+        profile: The profile the run's package was compiled with.
+        params: Pipeline parameters; URIs (``gs://...``), ``imagenet``/``none`` weights and empty
+            values are not paths.
+
+    Raises:
+        ValueError: names the parameter, its value, the step and the mount paths there.
+    """
+    for name, steps in PATH_PARAMETERS.items():
+        value = str(params.get(name) or "")
+        if not value or "://" in value or (name == "base_weights" and value.lower() in ("imagenet", "none")):
+            continue
+        for step in steps:
+            mounted = [vol.mount_path for vol in profile.volumes if step in vol.steps]
+            if not any(value == m or value.startswith(m + "/") for m in mounted):
+                raise ValueError(f"{name} {value!r} is on no volume of profile {profile.name} in step {step} (mounted there: "
+                                 f"{', '.join(mounted) or 'none'}): a pod's own filesystem is lost when it ends; use a path "
+                                 "under a mounted volume, or a gs:// URI")

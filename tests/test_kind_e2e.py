@@ -127,9 +127,11 @@ def test_the_demo_runs_on_kind_with_the_kind_profile_and_pushes_into_the_volume(
     volume_dir = _kind_volume()
     from components import registry
     from pipelines.demo import DEMO_PARAMS, prepare
+    from pipelines.profile_apply import check_run_paths
     from pipelines.profiles import load_profile
 
-    [volume] = load_profile("kind").volumes
+    profile = load_profile("kind")
+    [volume] = profile.volumes
     # The demo writes its data and backbone on the host, straight into the volume (kind-up.sh
     # copies a data folder the same way): pods see them under the profile's mount path.
     prepared = prepare(os.path.join(volume_dir, "data", "demo"), pretrain_epochs=10)
@@ -140,12 +142,14 @@ def test_the_demo_runs_on_kind_with_the_kind_profile_and_pushes_into_the_volume(
 
     # A model name of its own: no champion from an earlier run can keep this one from a push.
     model = f"digits-e2e-{time.strftime('%Y%m%d-%H%M%S')}"
-    config = tmp_path / "run.yaml"
-    config.write_text(json.dumps({
+    params = {
         **DEMO_PARAMS, "model_name": model, "epochs": 3, "fine_tune_epochs": 0, "min_accuracy": 0.0,
         "data_uri": in_pod(prepared["data_uri"]), "base_weights": in_pod(prepared["base_weights"]),
         "registry_uri": f"{volume.mount_path}/registry",
-    }))
+    }
+    check_run_paths(profile, params)
+    config = tmp_path / "run.yaml"
+    config.write_text(json.dumps(params))
     package = str(tmp_path / "kind.yaml")
     cli = [sys.executable, "-m", "pipelines"]
     subprocess.run([*cli, "compile", "--profile", "kind", "-o", package], check=True, cwd=REPO_ROOT)

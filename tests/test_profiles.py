@@ -4,6 +4,7 @@ import textwrap
 
 import pytest
 
+from pipelines.profile_apply import check_run_paths
 from pipelines.profiles import ProfileError, StepSettings, load_profile, parse_profile
 
 # A JSON service-account key as someone might paste it where the Secret's *name* belongs.
@@ -173,3 +174,20 @@ def test_a_credential_in_an_environment_variable_is_refused_without_echoing_it()
     message = _refused(text)
     assert message == ("profile p.yaml: steps.push.env.GCS_KEY: this looks like a credential; a profile is compiled into "
                        "the pipeline in clear text: put it in a Kubernetes Secret (value not shown)")
+
+
+def test_run_paths_must_lie_on_a_volume_of_the_steps_that_use_them():
+    kind, gke = load_profile("kind"), load_profile("gke")
+    on_volume = {"data_uri": "/mnt/kfp-finetune/data/flowers", "registry_uri": "/mnt/kfp-finetune/registry",
+                 "base_weights": "/mnt/kfp-finetune/data/b.weights.h5", "checkpoint_dir": "/mnt/kfp-finetune/ckpt/run-1"}
+    check_run_paths(kind, on_volume)
+    check_run_paths(gke, {"data_uri": "gs://b/d", "registry_uri": "gs://b/r", "base_weights": "imagenet", "checkpoint_dir": ""})
+    with pytest.raises(ValueError) as caught:
+        check_run_paths(kind, {**on_volume, "registry_uri": "/home/me/registry"})
+    assert str(caught.value) == ("registry_uri '/home/me/registry' is on no volume of profile kind in step preprocess (mounted "
+                                 "there: /mnt/kfp-finetune): a pod's own filesystem is lost when it ends; use a path under "
+                                 "a mounted volume, or a gs:// URI")
+    with pytest.raises(ValueError, match=r"^data_uri '/mnt/kfp-finetune-other/d' is on no volume of profile kind"):
+        check_run_paths(kind, {**on_volume, "data_uri": "/mnt/kfp-finetune-other/d"})
+    with pytest.raises(ValueError, match=r"^checkpoint_dir 'ckpt' is on no volume of profile gke in step finetune \(mounted there: none\)"):
+        check_run_paths(gke, {"checkpoint_dir": "ckpt"})
