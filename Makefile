@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_WORKDIR ?= demo-work
 
-.PHONY: demo test test-fast compile clean bench images image-cpu image-gpu test-images
+.PHONY: demo test test-fast compile clean bench images image-cpu image-gpu test-images kind-up kind-e2e kind-down
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,3 +49,19 @@ image-gpu:
 # Not part of `make test`: rebuilds what changed in both images, then runs them (tests marked docker).
 test-images: $(STAMP) images
 	KFP_FINETUNE_IMAGE_TESTS=1 $(BIN)/python -m pytest -q -m docker tests/test_images.py
+
+# A local kind cluster with standalone KFP, the CPU image and one volume for data and registry
+# (docker/kind-up.sh; needs docker, kind, kubectl). KIND_DATA="DIR ..." copies data folders into
+# the volume. It stops after setup; port-forward the UI as the last line it prints says.
+KIND_DATA ?=
+kind-up:
+	KFP_FINETUNE_NO_PORT_FORWARD=1 docker/kind-up.sh $(KIND_DATA)
+
+# The demo on that cluster with the kind profile: submits, waits, checks the run succeeded and the
+# registry in the volume got a version (tests/test_kind_e2e.py, marked kind).
+kind-e2e: $(STAMP) kind-up
+	$(BIN)/python -m pytest -q -m kind tests/test_kind_e2e.py
+
+# Deletes the cluster; the volume's host folder (registry and data) stays.
+kind-down:
+	kind delete cluster --name "$${KFP_FINETUNE_CLUSTER:-kfp-finetune}"

@@ -45,21 +45,26 @@ def _print_result(summary: dict[str, Any]) -> None:
 @errors.command
 def _compile(args: argparse.Namespace) -> int:
     from pipelines.pipeline import compile_pipeline
+    from pipelines.profiles import load_profile
 
     image = args.image or os.environ.get("KFP_FINETUNE_IMAGE") or None
-    print(compile_pipeline(args.output, image=image))
+    profile = load_profile(args.profile) if args.profile else None
+    print(compile_pipeline(args.output, image=image, profile=profile))
     return 0
 
 
 @errors.command
 def _run_local(args: argparse.Namespace) -> int:
+    from components.image import COMPONENT_IMAGE
     from pipelines.local import PipelineRunError, check_settings, run_local
+    from pipelines.profiles import load_profile
 
     arguments = params.params_from_args(args)
-    docker = docker_runner.options_from_args(args)
+    profile = load_profile(args.profile) if args.profile else None
+    docker = docker_runner.options_from_args(args, (profile.image if profile else None) or COMPONENT_IMAGE)
     check_settings(arguments, docker)
     try:
-        result = run_local(arguments, args.pipeline_root, package_path=args.package, docker=docker)
+        result = run_local(arguments, args.pipeline_root, package_path=args.package, docker=docker, profile=profile)
     except PipelineRunError as e:
         _write_summary(args.summary, {"status": "failed", "error": str(e), "metrics": None, "blessed": None, "pushed": None,
                                       "pipeline_root": e.pipeline_root, "run_dir": e.run_dir})
@@ -114,13 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="write the compiled pipeline (KFP IR YAML)")
     p.add_argument("-o", "--output", default="kfp-finetune.yaml", metavar="FILE", help="output file (default: %(default)s)")
-    p.add_argument("--image", metavar="REF", help=f"component image (default: $KFP_FINETUNE_IMAGE or {COMPONENT_IMAGE})")
+    p.add_argument("--image", metavar="REF",
+                   help=f"component image (default: $KFP_FINETUNE_IMAGE, else the profile's image, else {COMPONENT_IMAGE})")
+    p.add_argument("--profile", metavar="NAME|FILE",
+                   help="cluster profile to compile in: kind, gke, eks, or a YAML file (see README: Cluster profiles)")
     p.set_defaults(func=_compile)
 
     p = sub.add_parser("run-local", help="run the whole pipeline on this machine with kfp.local")
     p.add_argument("--pipeline-root", default=DEFAULT_PIPELINE_ROOT, metavar="DIR", help="local folder for run artifacts (default: %(default)s)")
     p.add_argument("--package", metavar="FILE", help="a compiled pipeline YAML to run (default: compile the installed pipeline)")
     p.add_argument("--summary", metavar="FILE", help="write the run summary as JSON")
+    p.add_argument("--profile", metavar="NAME|FILE",
+                   help="compile in a cluster profile, as the cluster would run it; settings no local runner honours are refused "
+                        "(see README: What runs where)")
     docker_runner.add_arguments(p, COMPONENT_IMAGE)
     params.add_arguments(p)
     p.set_defaults(func=_run_local)

@@ -16,7 +16,8 @@ Facts this module relies on (kfp 2.17.3, Docker 20.10):
 
 Settings each runner ignores: the subprocess runner ignores accelerators (steps run on this
 machine's devices); both local runners ignore CPU/memory requests and limits and every Kubernetes
-setting (node selectors, tolerations, volumes of a cluster profile, service accounts).
+setting (node selectors, tolerations, service accounts). What each does with a cluster profile's
+settings (``run-local --profile``) is checked by ``pipelines.local.check_profile_locally``.
 """
 
 from __future__ import annotations
@@ -96,6 +97,11 @@ def _is_under(path: str, folder: str) -> bool:
     """``path`` is ``folder`` or lies inside it (both absolute, compared as text)."""
     folder = folder.rstrip("/")
     return path == folder or path.startswith(folder + "/")
+
+
+def is_mounted(path: str, options: DockerOptions) -> bool:
+    """``path`` (absolute, in the containers) lies on one of ``options.mounts``."""
+    return any(_is_under(path, parse_mount(m)[1]) for m in options.mounts)
 
 
 def check_root_writable(pipeline_root: str, user: str | None, what: str = "pipeline root") -> None:
@@ -178,12 +184,13 @@ def check_outputs_writable(params: dict[str, Any], options: DockerOptions) -> No
         check_root_writable(folder, options.user, what=name)
 
 
-def make_runner(options: DockerOptions, extra_environment: dict[str, str]) -> Any:
+def make_runner(options: DockerOptions, extra_environment: dict[str, str], other_images: tuple[str, ...] = ()) -> Any:
     """The ``kfp.local.DockerRunner`` for ``options``; ``extra_environment`` is added to every
-    container (the run's error file, for example).
+    container (the run's error file, for example). ``other_images``: images some steps run in
+    besides ``options.image`` (a profile's GPU image of the finetune step), checked alike.
 
     Raises:
-        ValueError: the image is not on this machine's Docker daemon (kfp.local would try to
+        ValueError: an image is not on this machine's Docker daemon (kfp.local would try to
             pull it from a registry, which can take minutes to fail).
         ConnectionError: no Docker daemon answers.
     """
@@ -197,9 +204,12 @@ def make_runner(options: DockerOptions, extra_environment: dict[str, str]) -> An
     except Exception as e:  # the Docker SDK raises several unrelated types for "no daemon"
         raise ConnectionError(f"no Docker daemon answers ({type(e).__name__}: {e}); start dockerd, or use the subprocess runner") from e
     try:
-        client.images.get(options.image)
-    except docker.errors.ImageNotFound:
-        raise ValueError(f"image {options.image!r} is not on this machine: build it with 'make image-cpu' (or docker pull it)") from None
+        for image in dict.fromkeys((options.image, *other_images)):
+            try:
+                client.images.get(image)
+            except docker.errors.ImageNotFound:
+                build = "make image-gpu" if image.endswith("-gpu") else "make image-cpu"
+                raise ValueError(f"image {image!r} is not on this machine: build it with '{build}' (or docker pull it)") from None
     finally:
         client.close()
     kwargs: dict[str, Any] = {
@@ -214,8 +224,9 @@ def make_runner(options: DockerOptions, extra_environment: dict[str, str]) -> An
     return local.DockerRunner(**kwargs)
 
 
-def options_from_args(args: Any) -> DockerOptions | None:
-    """``DockerOptions`` from ``run-local``'s ``--runner docker`` flags; None for the subprocess runner.
+def options_from_args(args: Any, default_image: str) -> DockerOptions | None:
+    """``DockerOptions`` from ``run-local``'s ``--runner docker`` flags; None for the subprocess
+    runner. ``default_image``: the image without ``--image`` (a profile's, else the project's).
 
     Raises:
         ValueError: a flag that belongs to the Docker runner given with the subprocess runner, or
@@ -238,18 +249,19 @@ def options_from_args(args: Any) -> DockerOptions | None:
     if user is None and os.getuid() != 0:
         user = f"{os.getuid()}:{os.getgid()}"
     return DockerOptions(
-        image=args.image, mounts=tuple(args.docker_mount or ()), environment=tuple(environment),
+        image=args.image or default_image, mounts=tuple(args.docker_mount or ()), environment=tuple(environment),
         user=user, gpus=args.gpus or 0,
     )
 
 
 def add_arguments(parser: Any, default_image: str) -> None:
-    """``run-local``'s runner flags."""
+    """``run-local``'s runner flags; ``default_image`` is named in ``--image``'s help."""
     group = parser.add_argument_group("runner (see docs: what each runner ignores)")
     group.add_argument("--runner", choices=("subprocess", "docker"), default="subprocess",
                        help="subprocess: steps run in this Python (fastest; accelerators ignored); docker: each step in "
                             "its component image, sharing only the pipeline root and mounts, as on a cluster")
-    group.add_argument("--image", default=default_image, metavar="REF", help="component image for --runner docker (default: %(default)s)")
+    group.add_argument("--image", metavar="REF",
+                       help=f"component image for --runner docker (default: the --profile's image, else {default_image})")
     group.add_argument("--docker-mount", action="append", metavar="HOST:CONTAINER[:ro]",
                        help="bind-mount a host folder into every step container (repeatable), e.g. data or a folder registry")
     group.add_argument("--docker-env", action="append", metavar="NAME=VALUE",

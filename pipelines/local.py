@@ -4,7 +4,9 @@ By default the steps run as subprocesses of this Python (``SubprocessRunner(use_
 installed here, and ``use_venv=True`` builds a venv per task: measured 7 s per step, and about
 40 s when it has to install TensorFlow).
 Accelerator settings are ignored by that runner. With ``docker`` (``pipelines.docker_runner``)
-each step runs in its component image instead, as on a cluster.
+each step runs in its component image instead, as on a cluster. With a cluster ``profile`` the
+run executes the very package a cluster would get; :func:`check_profile_locally` refuses, before
+anything runs, the profile settings a local runner cannot stand in for.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 from components.step_errors import ERROR_FILE_ENV, read_errors
 from pipelines import docker_runner
 from pipelines.docker_runner import DockerOptions
+from pipelines.profiles import Profile
 
 
 class PipelineRunError(RuntimeError):
@@ -116,6 +119,47 @@ def check_settings(params: dict[str, Any], docker: DockerOptions | None = None) 
         raise ValueError(f"registry_uri {registry_uri!r} is a file; use a folder (created by the first push) or gs://bucket/prefix")
 
 
+def check_profile_locally(profile: Profile, docker: DockerOptions | None) -> None:
+    """Refuses the settings of a cluster profile that a local run cannot honour.
+
+    kfp.local runs the compiled package's images (Docker runner), environment variables and
+    retry policies; it ignores resources, node selectors, tolerations, timeouts, pull secrets
+    and the ``platforms.kubernetes`` section as a whole (kfp 2.17.3), so volumes and a
+    secret-mounted key would silently be missing. Under the Docker runner a ``--docker-mount``
+    can stand in for each; the subprocess runner has nothing to put there.
+
+    Raises:
+        ValueError: a volume's mount path, or the GCS key file, that no ``--docker-mount``
+            provides (Docker runner), or a profile with either (subprocess runner); the message
+            names the profile key and the flag that would fix it.
+        FileNotFoundError: the GCS key file is not in the folder mounted for it.
+    """
+    key_file = profile.gcs_credentials.key_file
+    if docker is None:
+        if profile.volumes:
+            raise ValueError(f"profile {profile.name}: volumes (claim {profile.volumes[0].claim!r} at {profile.volumes[0].mount_path}) "
+                             "cannot apply to the subprocess runner: use --runner docker with --docker-mount HOST_DIR:"
+                             f"{profile.volumes[0].mount_path} standing in for the claim")
+        if key_file is not None:
+            raise ValueError(f"profile {profile.name}: gcs_credentials mode secret (key {key_file}) cannot apply to the subprocess "
+                             "runner: use --runner docker with the key's folder mounted at "
+                             f"{profile.gcs_credentials.mount_path}, or a profile without it (your own credentials then apply)")
+        return
+    for i, volume in enumerate(profile.volumes):
+        if not docker_runner.is_mounted(volume.mount_path, docker):
+            raise ValueError(f"profile {profile.name}: volumes[{i}] (claim {volume.claim!r}) is mounted at {volume.mount_path} on "
+                             f"a cluster; stand in for it with --docker-mount HOST_DIR:{volume.mount_path}")
+    if key_file is not None:
+        mount = profile.gcs_credentials.mount_path
+        if not docker_runner.is_mounted(key_file, docker):
+            raise ValueError(f"profile {profile.name}: gcs_credentials mounts Secret {profile.gcs_credentials.secret_name!r} at "
+                             f"{mount} on a cluster; mount the folder holding {profile.gcs_credentials.secret_key} with "
+                             f"--docker-mount KEY_DIR:{mount}:ro")
+        if not os.path.isfile(docker_runner.host_path(key_file, docker)):
+            raise FileNotFoundError(f"profile {profile.name}: the GCS key {key_file} is not on the host at "
+                                    f"{docker_runner.host_path(key_file, docker)!r}")
+
+
 def _remove_empty_folders(root: str) -> None:
     """Removes every folder under ``root`` (``root`` included) that holds no file at any depth."""
     for folder, _, _ in sorted(os.walk(root), key=lambda w: -w[0].count(os.sep)):
@@ -126,7 +170,8 @@ def _remove_empty_folders(root: str) -> None:
 
 
 def run_local(
-    params: dict[str, Any], pipeline_root: str, package_path: str | None = None, docker: DockerOptions | None = None
+    params: dict[str, Any], pipeline_root: str, package_path: str | None = None, docker: DockerOptions | None = None,
+    profile: Profile | None = None,
 ) -> LocalRunResult:
     """Runs the compiled pipeline locally and returns its outputs.
 
@@ -137,12 +182,16 @@ def run_local(
             ``docker.image`` as the component image under the Docker runner).
         docker: Run every step in its container image (``pipelines.docker_runner``); None runs
             the steps as subprocesses of this Python, where the project is installed.
+        profile: A cluster profile compiled into the pipeline (not with ``package_path``); see
+            :func:`check_profile_locally` for what applies. Its ``pipeline_root`` does not: the
+            run writes to the local ``pipeline_root``.
 
     Raises:
         PipelineRunError: a step failed; the message is ``step <name> failed: <Error>: <message>``.
         ValueError: ``pipeline_root`` is a remote URI (kfp.local would write a local folder
             literally named ``gs:``: kfp 2.17.3 does not write to object storage); under the
-            Docker runner, a local path parameter the containers cannot see, or a missing image.
+            Docker runner, a local path parameter the containers cannot see, or a missing image;
+            a profile given with ``package_path``, or a profile setting no local runner honours.
         PermissionError: under the Docker runner, a pipeline root the containers cannot write.
         RuntimeError: under the Docker runner, no Docker daemon answers.
     """
@@ -150,6 +199,10 @@ def run_local(
 
     if "://" in pipeline_root:
         raise ValueError(f"pipeline_root {pipeline_root!r} must be a local folder for run-local")
+    if profile is not None:
+        if package_path is not None:
+            raise ValueError("a profile applies when compiling; it cannot change a compiled --package")
+        check_profile_locally(profile, docker)
     pipeline_root = os.path.abspath(pipeline_root)
     os.makedirs(pipeline_root, exist_ok=True)
     if docker is not None:
@@ -161,7 +214,8 @@ def run_local(
         if package_path is None:
             from pipelines.pipeline import compile_pipeline
 
-            package_path = compile_pipeline(os.path.join(tmp, "pipeline.yaml"), image=docker.image if docker else None)
+            package_path = compile_pipeline(os.path.join(tmp, "pipeline.yaml"), image=docker.image if docker else None,
+                                            profile=profile)
         pipeline = components.load_component_from_file(package_path)
         before = set(os.listdir(pipeline_root))
         if docker is None:
@@ -170,7 +224,8 @@ def run_local(
         else:
             # The containers see only the pipeline root: their error reports go there.
             error_file = os.path.join(pipeline_root, f".errors-{os.getpid()}-{time.time_ns()}.jsonl")
-            runner = docker_runner.make_runner(docker, {ERROR_FILE_ENV: error_file})
+            gpu_image = profile.gpu_image if profile is not None and profile.steps["finetune"].accelerator else None
+            runner = docker_runner.make_runner(docker, {ERROR_FILE_ENV: error_file}, (gpu_image,) if gpu_image else ())
         local.init(runner=runner, pipeline_root=pipeline_root, raise_on_error=True)
         # kfp.local warns for every step that its image is not a plain Python image; here the
         # project (what the image holds) is installed in this very environment, so it is moot.

@@ -1,12 +1,16 @@
 """The fine-tuning pipeline: preprocess -> finetune -> evaluate -> (if blessed) push.
 
-``make_pipeline(image)`` only wires tasks: every environment-specific value (data, registry,
-accelerator) is a pipeline parameter, shown in the KFP UI's run form; the component image is
-chosen when compiling. ``PARAMETERS`` documents each parameter for the CLI.
+``make_pipeline(image, profile)`` only wires tasks: every environment-specific value (data,
+registry, accelerator) is a pipeline parameter, shown in the KFP UI's run form; the component
+image and a cluster profile (``pipelines.profiles``: resources, volumes, GPU placement,
+credentials, retries, timeouts, pipeline root) are chosen when compiling, and the profile is
+applied to the wired tasks by ``pipelines.profile_apply``. ``PARAMETERS`` documents each
+parameter for the CLI.
 
 (No ``from __future__ import annotations`` here: KFP reads the real annotation objects.)
 """
 
+import inspect
 import os
 import typing
 from typing import Any, NamedTuple
@@ -15,9 +19,12 @@ from kfp import compiler, dsl
 
 from components.image import COMPONENT_IMAGE
 from components.kfp_components import build_components
+from pipelines.profile_apply import apply_profile, parameter_defaults
+
+if typing.TYPE_CHECKING:
+    from pipelines.profiles import Profile
 
 PIPELINE_NAME = "kfp-finetune"
-
 
 
 def _parameters() -> dict[str, tuple[type, Any, str]]:
@@ -70,8 +77,28 @@ class PipelineOutputs(NamedTuple):
     pushed: str
 
 
-def make_pipeline(image: str = COMPONENT_IMAGE) -> typing.Callable:
-    """Builds the pipeline function with every component running in container ``image``."""
+def _with_defaults(func: typing.Callable, defaults: dict[str, Any]) -> typing.Callable:
+    """Gives ``func`` other parameter defaults through its ``__signature__``, which KFP reads
+    (``inspect.signature``) for the pipeline's inputs and their defaults in the run form."""
+    signature = inspect.signature(func)
+    unknown = set(defaults) - set(signature.parameters)
+    if unknown:
+        raise KeyError(f"no pipeline parameter {sorted(unknown)}")
+    func.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p.replace(default=defaults.get(n, p.default)) for n, p in signature.parameters.items()]
+    )
+    return func
+
+
+def make_pipeline(image: str = COMPONENT_IMAGE, profile: "Profile | None" = None) -> typing.Callable:
+    """Builds the pipeline function with every component running in container ``image``.
+
+    Args:
+        image: Component image of every step (the profile's ``gpu_image`` replaces it for a
+            finetune step given an accelerator).
+        profile: Cluster settings applied to the wired tasks (``pipelines.profile_apply``);
+            its ``pipeline_root`` becomes the compiled ``defaultPipelineRoot``. None: none.
+    """
     c = build_components(image)
 
     def finetune_pipeline(
@@ -166,6 +193,8 @@ def make_pipeline(image: str = COMPONENT_IMAGE) -> typing.Callable:
         with dsl.Else(name="not-blessed"):
             skipped = c.skip_push(reason=ev.outputs["reason"]).set_display_name("not pushed")
             skipped.set_caching_options(False)
+        if profile is not None:
+            apply_profile({"preprocess": pre, "finetune": train, "evaluate": ev, "push": pushed, "skip_push": skipped}, profile)
         return PipelineOutputs(
             blessed=ev.outputs["blessed"], reason=ev.outputs["reason"],
             accuracy=ev.outputs["accuracy"], macro_f1=ev.outputs["macro_f1"],
@@ -175,24 +204,31 @@ def make_pipeline(image: str = COMPONENT_IMAGE) -> typing.Callable:
     # The docstring is made from PARAMETERS before KFP reads it (its Args become the run form's
     # descriptions); hence the decorator applied by hand.
     finetune_pipeline.__doc__ = parameter_docstring(PARAMETERS)
+    if profile is not None:
+        _with_defaults(finetune_pipeline, parameter_defaults(profile))
     return dsl.pipeline(
         name=PIPELINE_NAME,
         description="Fine-tune a pretrained Keras image model: preprocess (tf.Transform), "
         "fine-tune, evaluate against the champion, push to the registry if blessed.",
+        pipeline_root=profile.pipeline_root if profile is not None else None,
     )(finetune_pipeline)
 
 
 finetune_pipeline = make_pipeline()
 
 
-def compile_pipeline(package_path: str, image: typing.Optional[str] = None) -> str:
+def compile_pipeline(package_path: str, image: typing.Optional[str] = None, profile: "Profile | None" = None) -> str:
     """Writes the compiled pipeline (KFP IR YAML) to ``package_path`` and returns the path.
 
     Args:
         package_path: Output file (``.yaml``); parent folders are created.
-        image: Component image reference; default ``components.image.COMPONENT_IMAGE``.
+        image: Component image reference; default the profile's ``image``, else
+            ``components.image.COMPONENT_IMAGE``.
+        profile: A cluster profile (``pipelines.profiles.load_profile``) to compile in: its
+            settings land in ``deploymentSpec`` and the ``platforms.kubernetes`` section.
     """
     os.makedirs(os.path.dirname(os.path.abspath(package_path)), exist_ok=True)
-    pipeline = make_pipeline(image) if image else finetune_pipeline
+    image = image or (profile.image if profile is not None else None)
+    pipeline = make_pipeline(image or COMPONENT_IMAGE, profile) if image or profile is not None else finetune_pipeline
     compiler.Compiler().compile(pipeline, package_path=package_path)
     return package_path

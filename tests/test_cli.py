@@ -66,8 +66,9 @@ def _fake_run_local(monkeypatch, calls: list):
     """Replaces the kfp.local run (minutes) by one that records what run-local passed it."""
     from pipelines import local
 
-    def run_local(params, pipeline_root, package_path=None, docker=None):
-        calls.append({"params": params, "pipeline_root": pipeline_root, "package_path": package_path, "docker": docker})
+    def run_local(params, pipeline_root, package_path=None, docker=None, profile=None):
+        calls.append({"params": params, "pipeline_root": pipeline_root, "package_path": package_path, "docker": docker,
+                      "profile": profile})
         return local.LocalRunResult(status="succeeded", blessed=True, reason="accuracy 0.9 >= floor 0.5", accuracy=0.9,
                                     macro_f1=0.88, pushed=None, pipeline_root=pipeline_root, run_dir=None, seconds=0.0)
 

@@ -44,11 +44,15 @@ def _docker_daemon_reason() -> str | None:
 
 @pytest.fixture(scope="session")
 def cpu_image() -> str:
-    """The CPU component image, built by ``make image-cpu`` (layers reused when nothing changed)."""
+    """The CPU component image, built by ``make image-cpu`` (layers reused when nothing changed),
+    or ``$KFP_FINETUNE_TEST_IMAGE`` used as it is (an image already on the daemon: no build)."""
     reason = _docker_daemon_reason()
     if reason:
         pytest.skip(reason)
     from components.image import COMPONENT_IMAGE
+
+    if os.environ.get("KFP_FINETUNE_TEST_IMAGE"):
+        return os.environ["KFP_FINETUNE_TEST_IMAGE"]
 
     proc = subprocess.run(["make", "-C", REPO_ROOT, "image-cpu"], capture_output=True, text=True, timeout=IMAGE_BUILD_TIMEOUT_S)
     assert proc.returncode == 0, f"make image-cpu failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
@@ -79,10 +83,11 @@ def _run_in_containers(image: str, root: str, summary: str, params: list[str], d
     state), returning its summary; the child's output is shown when it fails."""
     os.makedirs(root, exist_ok=True)
     os.chmod(root, 0o777)  # the containers' arbitrary uid writes the run's outputs here
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
     command = [
         sys.executable, "-m", "pipelines", "run-local", "--runner", "docker", "--image", image,
         "--docker-user", ARBITRARY_USER, "--pipeline-root", root, "--summary", summary,
-        "--docker-env", f"STORAGE_EMULATOR_HOST={os.environ['STORAGE_EMULATOR_HOST']}",
+        *(["--docker-env", f"STORAGE_EMULATOR_HOST={emulator}"] if emulator else []),
         *docker_args,
         "--base-model", "mobilenet_v2", "--width-multiplier", "0.35", "--image-size", "32", "--epochs", "3",
         "--learning-rate", "0.01", "--model-name", "digits", *params,
