@@ -249,7 +249,8 @@ class FakeKfp:
         if method == "GET" and not rest:
             experiment = query.get("experiment_id", [None])[0]
             items = [r for r in self.recurring.values() if experiment is None or r.get("experiment_id") == experiment]
-            return self._page(items, "recurring_runs", query)
+            # KFP's proto names this field recurringRuns (camelCase), and so does its JSON.
+            return self._page(items, "recurringRuns", query)
         item_id, _, verb = rest.partition(":")
         if item_id not in self.recurring:
             return _not_found(f"recurring run {item_id}")

@@ -351,8 +351,8 @@ def test_cli_image_with_package_is_refused(kfp_server, package: str) -> None:
 
 
 def test_module_import_does_not_compile() -> None:
-    # Importing remote must not import the pipeline (and with it every component module).
-    code = "import sys, pipelines.remote; print('pipelines.pipeline' in sys.modules)"
+    # Importing the cluster commands must not import the pipeline (and with it every component module).
+    code = "import sys, pipelines.remote, pipelines.remote_cli, pipelines.runs_cli; print('pipelines.pipeline' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert result.stdout.strip() == "False"
 
@@ -391,6 +391,32 @@ def test_submit_to_real_cluster(tmp_path: Path) -> None:
     )
     assert result["run_id"]
     assert result["state"] == "SUCCEEDED"
+
+
+@pytest.mark.cluster
+def test_versions_runs_and_schedules_on_real_cluster(tmp_path: Path) -> None:
+    host = os.environ.get("KFP_HOST")
+    if not host:
+        pytest.skip("KFP_HOST is not set: no KFP API server to submit to (e.g. KFP_HOST=http://localhost:8080)")
+    from pipelines import runs
+    from pipelines.kfp_api import make_client
+
+    package = str(tmp_path / "smoke.yaml")
+    compiler.Compiler().compile(_smoke_pipeline, package)
+    common = {"experiment": "kfp-finetune-tests", "pipeline_name": "kfp-finetune-smoke-tests"}
+    first = remote.submit(host, package, {"message": "one"}, **common)
+    second = remote.submit(host, package, {"message": "two"}, **common)
+    assert second["version_id"] == first["version_id"] and second["version_created"] is False
+    client = make_client(host, None, None)
+    assert runs.get_run(client, host, second["run_id"])["version_id"] == first["version_id"]
+    assert runs.cancel_run(client, host, second["run_id"])["state"] in ("CANCELING", "CANCELED")
+    created = remote.schedule(host, package, {"message": "cron"}, cron="0 0 3 * * *", **common)
+    schedule_id = created["recurring_run_id"]
+    try:
+        assert runs.set_schedule_enabled(client, host, schedule_id, enabled=False)["status"] == "DISABLED"
+        assert runs.set_schedule_enabled(client, host, schedule_id, enabled=True)["status"] == "ENABLED"
+    finally:
+        runs.delete_schedule(client, schedule_id)
 
 
 def test_kind_up_script_parses() -> None:
