@@ -21,8 +21,6 @@ import datetime
 import re
 from collections.abc import Mapping
 
-from croniter import croniter
-
 
 @dataclasses.dataclass(frozen=True)
 class _CronField:
@@ -241,6 +239,9 @@ def next_fire_times(
     Raises:
         ValueError: the expression is invalid (see :func:`normalize_cron`), or ``count`` < 1.
     """
+    # Imported here: only schedule needs it, and every command imports this module.
+    from croniter import croniter
+
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
     spec = normalize_cron(expr)

@@ -90,6 +90,19 @@ class _Prepared:
     client: Any
     experiment_id: str
     version: PipelineVersionRef
+    service_account: str | None
+    pipeline_root: str | None
+
+    def source(self) -> dict[str, Any]:
+        """What a run and a recurring run take alike: experiment, version, parameters, identity."""
+        return {
+            "experiment_id": self.experiment_id,
+            "params": self.arguments,
+            "pipeline_id": self.version.pipeline_id,
+            "version_id": self.version.version_id,
+            "pipeline_root": self.pipeline_root,
+            "service_account": self.service_account,
+        }
 
 
 def _prepare(
@@ -110,14 +123,16 @@ def _prepare(
     client = make_client(host, namespace, existing_token)
     experiment_obj = client.create_experiment(name=experiment, namespace=namespace)
     version = ensure_pipeline_version(
-        client, package_path, pipeline_name or package.name, namespace=namespace, description=package.name
+        client,
+        package_path,
+        pipeline_name or package.name,
+        namespace=namespace,
+        description=f"Compiled {package.name!r} packages; each version is named sha256-<12 hex> of its content.",
     )
-    return _Prepared(package, arguments, client, experiment_obj.experiment_id, version)
+    return _Prepared(package, arguments, client, experiment_obj.experiment_id, version, service_account, pipeline_root)
 
 
-def _common_summary(
-    host: str, prepared: _Prepared, experiment: str, service_account: str | None, pipeline_root: str | None
-) -> dict[str, Any]:
+def _common_summary(host: str, prepared: _Prepared, experiment: str) -> dict[str, Any]:
     version = prepared.version
     return {
         "experiment_id": prepared.experiment_id,
@@ -128,8 +143,8 @@ def _common_summary(
         "version_name": version.version_name,
         "version_created": version.created,
         "pipeline_url": ui_url(host, f"pipelines/details/{version.pipeline_id}/version/{version.version_id}"),
-        "service_account": service_account,
-        "pipeline_root": pipeline_root,
+        "service_account": prepared.service_account,
+        "pipeline_root": prepared.pipeline_root,
         "params": prepared.arguments,
     }
 
@@ -199,20 +214,12 @@ def submit(
         host, package_path, params, experiment, namespace, existing_token, pipeline_name, service_account, pipeline_root
     )
     name = run_name or _default_name(prepared.package)
-    run = prepared.client.run_pipeline(
-        experiment_id=prepared.experiment_id,
-        job_name=name,
-        params=prepared.arguments,
-        pipeline_id=prepared.version.pipeline_id,
-        version_id=prepared.version.version_id,
-        pipeline_root=pipeline_root,
-        service_account=service_account,
-    )
+    run = prepared.client.run_pipeline(job_name=name, **prepared.source())
     summary: dict[str, Any] = {
         "run_id": run.run_id,
         "run_name": name,
         "url": ui_url(host, f"runs/details/{run.run_id}"),
-        **_common_summary(host, prepared, experiment, service_account, pipeline_root),
+        **_common_summary(host, prepared, experiment),
     }
     if wait:
         summary["state"] = wait_for_run(prepared.client, run.run_id, timeout_s=timeout_s, poll_s=poll_s)
@@ -282,17 +289,12 @@ def schedule(
     )
     name = job_name or f"{prepared.package.name} ({spec.expression})"
     recurring = prepared.client.create_recurring_run(
-        experiment_id=prepared.experiment_id,
         job_name=name,
         cron_expression=spec.expression,
         max_concurrency=max_concurrency,
         no_catchup=no_catchup,
-        params=prepared.arguments,
-        pipeline_id=prepared.version.pipeline_id,
-        version_id=prepared.version.version_id,
         enabled=True,
-        pipeline_root=pipeline_root,
-        service_account=service_account,
+        **prepared.source(),
     )
     return {
         "recurring_run_id": recurring.recurring_run_id,
@@ -303,5 +305,5 @@ def schedule(
         "next_fire_times_utc": [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in fire_times],
         "max_concurrency": max_concurrency,
         "no_catchup": no_catchup,
-        **_common_summary(host, prepared, experiment, service_account, pipeline_root),
+        **_common_summary(host, prepared, experiment),
     }

@@ -56,12 +56,26 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     add_arguments(parser)
 
 
-def _run_identity(args: argparse.Namespace) -> dict[str, str | None]:
-    # The one place the run's identity is read from the command line; checked here so that a
-    # bad value costs no compile.
+def _cluster_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """What ``submit`` and ``schedule`` take alike from the command line, checked before compiling.
+
+    Returns:
+        ``experiment``, ``namespace``, ``existing_token``, ``pipeline_name``,
+        ``service_account`` and ``pipeline_root`` for :func:`pipelines.remote.submit` and
+        :func:`pipelines.remote.schedule`.
+
+    Raises:
+        ValueError: a bad service account or pipeline root (:func:`pipelines.remote.check_run_identity`).
+    """
     identity = {"service_account": args.service_account, "pipeline_root": args.pipeline_root}
     remote.check_run_identity(**identity)
-    return identity
+    return {
+        "experiment": args.experiment,
+        "namespace": args.namespace,
+        "existing_token": args.existing_token,
+        "pipeline_name": args.pipeline_name,
+        **identity,
+    }
 
 
 def _with_package(args: argparse.Namespace, action: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
@@ -94,21 +108,11 @@ def _run_cli(args: argparse.Namespace, action: Callable[[str], dict[str, Any]]) 
 @errors.command
 def _submit_cli(args: argparse.Namespace) -> int:
     arguments = params_from_args(args)
-    identity = _run_identity(args)
+    shared = _cluster_kwargs(args)
     return _run_cli(
         args,
         lambda path: remote.submit(
-            args.host,
-            path,
-            arguments,
-            experiment=args.experiment,
-            run_name=args.run_name,
-            namespace=args.namespace,
-            wait=args.wait,
-            timeout_s=args.timeout,
-            existing_token=args.existing_token,
-            pipeline_name=args.pipeline_name,
-            **identity,
+            args.host, path, arguments, run_name=args.run_name, wait=args.wait, timeout_s=args.timeout, **shared
         ),
     )
 
@@ -118,7 +122,7 @@ def _schedule_cli(args: argparse.Namespace) -> int:
     arguments = params_from_args(args)
     # Validated before compiling so a typo costs nothing.
     normalize_cron(args.cron)
-    identity = _run_identity(args)
+    shared = _cluster_kwargs(args)
     return _run_cli(
         args,
         lambda path: remote.schedule(
@@ -126,14 +130,10 @@ def _schedule_cli(args: argparse.Namespace) -> int:
             path,
             arguments,
             cron=args.cron,
-            experiment=args.experiment,
             job_name=args.job_name,
             max_concurrency=args.max_concurrency,
             no_catchup=not args.catchup,
-            namespace=args.namespace,
-            existing_token=args.existing_token,
-            pipeline_name=args.pipeline_name,
-            **identity,
+            **shared,
         ),
     )
 

@@ -16,6 +16,7 @@ Requests (REST ``v2beta1``): ``GET /runs``, ``GET /runs/{id}``, ``POST /runs/{id
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pipelines.kfp_api import ui_url, utc_text
@@ -36,11 +37,18 @@ def _state(value: Any, unspecified: str) -> str:
     return str(value or unspecified).upper()
 
 
-def _version_reference(item: Any) -> tuple[str | None, str | None]:
+def _source_fields(item: Any) -> dict[str, Any]:
+    # What runs and recurring runs share: where they run, from which version, as whom, with what.
     reference = item.pipeline_version_reference
-    if reference is None:
-        return None, item.pipeline_version_id
-    return reference.pipeline_id, reference.pipeline_version_id
+    runtime = item.runtime_config
+    return {
+        "experiment_id": item.experiment_id,
+        "pipeline_id": reference.pipeline_id if reference else None,
+        "version_id": reference.pipeline_version_id if reference else item.pipeline_version_id,
+        "service_account": item.service_account or None,
+        "pipeline_root": (runtime.pipeline_root if runtime else None) or None,
+        "params": dict((runtime.parameters if runtime else None) or {}),
+    }
 
 
 def run_summary(run: Any, host: str) -> dict[str, Any]:
@@ -59,19 +67,12 @@ def run_summary(run: Any, host: str) -> dict[str, Any]:
         run created from an inline spec; ``finished_at`` ``None`` while it runs; ``error`` the
         server's error message or ``None``.
     """
-    pipeline_id, version_id = _version_reference(run)
-    runtime = run.runtime_config
     return {
         "run_id": run.run_id,
         "name": run.display_name,
         "state": _state(run.state, "RUNTIME_STATE_UNSPECIFIED"),
-        "experiment_id": run.experiment_id,
-        "pipeline_id": pipeline_id,
-        "version_id": version_id,
+        **_source_fields(run),
         "recurring_run_id": run.recurring_run_id or None,
-        "service_account": run.service_account or None,
-        "pipeline_root": (runtime.pipeline_root if runtime else None) or None,
-        "params": dict((runtime.parameters if runtime else None) or {}),
         "created_at": utc_text(run.created_at),
         "finished_at": utc_text(run.finished_at),
         "error": (run.error.message if run.error else None) or None,
@@ -94,8 +95,6 @@ def schedule_summary(recurring: Any, host: str) -> dict[str, Any]:
         trigger, else ``None``; ``interval_s`` the seconds of a periodic trigger, else ``None``;
         ``max_concurrency`` an int.
     """
-    pipeline_id, version_id = _version_reference(recurring)
-    runtime = recurring.runtime_config
     trigger = recurring.trigger
     cron = trigger.cron_schedule.cron if trigger and trigger.cron_schedule else None
     periodic = trigger.periodic_schedule if trigger else None
@@ -108,12 +107,7 @@ def schedule_summary(recurring: Any, host: str) -> dict[str, Any]:
         # The REST API sends int64 fields as JSON strings.
         "max_concurrency": int(recurring.max_concurrency) if recurring.max_concurrency is not None else None,
         "no_catchup": bool(recurring.no_catchup),
-        "experiment_id": recurring.experiment_id,
-        "pipeline_id": pipeline_id,
-        "version_id": version_id,
-        "service_account": recurring.service_account or None,
-        "pipeline_root": (runtime.pipeline_root if runtime else None) or None,
-        "params": dict((runtime.parameters if runtime else None) or {}),
+        **_source_fields(recurring),
         "created_at": utc_text(recurring.created_at),
         "updated_at": utc_text(recurring.updated_at),
         "url": ui_url(host, f"recurringrun/details/{recurring.recurring_run_id}"),
@@ -135,34 +129,47 @@ def _experiment_id(client: Any, experiment: str | None, namespace: str | None) -
     return client.get_experiment(experiment_name=experiment, namespace=namespace).experiment_id
 
 
-def list_runs(
+# What ``list_page`` lists: the kfp.Client method, the response field, the summary function.
+_LISTS: dict[str, tuple[str, str, Callable[[Any, str], dict[str, Any]]]] = {
+    "runs": ("list_runs", "runs", run_summary),
+    "schedules": ("list_recurring_runs", "recurring_runs", schedule_summary),
+}
+
+
+def list_page(
     client: Any,
     host: str,
+    kind: str,
     experiment: str | None = None,
     namespace: str | None = None,
     page_size: int = DEFAULT_PAGE_SIZE,
     page_token: str = "",
 ) -> dict[str, Any]:
-    """One page of runs, newest first.
+    """One page of runs or of recurring runs, newest first.
 
     Args:
         client: a ``kfp.Client``.
         host: the ``--host`` base URL, for UI links.
-        experiment: only runs of the experiment with this display name; ``None``: all.
+        kind: ``"runs"`` or ``"schedules"`` (recurring runs).
+        experiment: only those of the experiment with this display name; ``None``: all.
         namespace: the namespace of a multi-user deployment.
-        page_size: runs per page, 1-200.
+        page_size: items per page, 1-200.
         page_token: ``next_page_token`` of the previous page; ``""`` for the first.
 
     Returns:
-        ``{"runs": [run_summary, ...], "total_size": int, "next_page_token": str | None}``.
+        ``{kind: [run_summary or schedule_summary, ...], "total_size": int, "next_page_token":
+        str | None}``: ``total_size`` counts all items of the filter, ``next_page_token`` is
+        ``None`` on the last page.
 
     Raises:
         ValueError: ``page_size`` out of range, or no experiment has the name.
+        KeyError: ``kind`` is neither ``"runs"`` nor ``"schedules"``.
         kfp_server_api.ApiException: the server refused a request.
         urllib3.exceptions.HTTPError: the server could not be reached.
     """
+    method, field, summarize = _LISTS[kind]
     check_page_size(page_size)
-    response = client.list_runs(
+    response = getattr(client, method)(
         page_token=page_token,
         page_size=page_size,
         sort_by=NEWEST_FIRST,
@@ -170,7 +177,7 @@ def list_runs(
         namespace=namespace,
     )
     return {
-        "runs": [run_summary(run, host) for run in response.runs or []],
+        kind: [summarize(item, host) for item in getattr(response, field) or []],
         "total_size": int(response.total_size or 0),
         "next_page_token": response.next_page_token or None,
     }
@@ -227,48 +234,6 @@ def wait_for_run(client: Any, run_id: str, timeout_s: float, poll_s: float = DEF
         if time.monotonic() + poll_s > deadline:
             raise TimeoutError(f"run {run_id} still {state} after {timeout_s:g} s")
         time.sleep(poll_s)
-
-
-def list_schedules(
-    client: Any,
-    host: str,
-    experiment: str | None = None,
-    namespace: str | None = None,
-    page_size: int = DEFAULT_PAGE_SIZE,
-    page_token: str = "",
-) -> dict[str, Any]:
-    """One page of recurring runs, newest first.
-
-    Args:
-        client: a ``kfp.Client``.
-        host: the ``--host`` base URL, for UI links.
-        experiment: only those of the experiment with this display name; ``None``: all.
-        namespace: the namespace of a multi-user deployment.
-        page_size: recurring runs per page, 1-200.
-        page_token: ``next_page_token`` of the previous page; ``""`` for the first.
-
-    Returns:
-        ``{"schedules": [schedule_summary, ...], "total_size": int, "next_page_token": str |
-        None}``.
-
-    Raises:
-        ValueError: ``page_size`` out of range, or no experiment has the name.
-        kfp_server_api.ApiException: the server refused a request.
-        urllib3.exceptions.HTTPError: the server could not be reached.
-    """
-    check_page_size(page_size)
-    response = client.list_recurring_runs(
-        page_token=page_token,
-        page_size=page_size,
-        sort_by=NEWEST_FIRST,
-        experiment_id=_experiment_id(client, experiment, namespace),
-        namespace=namespace,
-    )
-    return {
-        "schedules": [schedule_summary(item, host) for item in response.recurring_runs or []],
-        "total_size": int(response.total_size or 0),
-        "next_page_token": response.next_page_token or None,
-    }
 
 
 def get_schedule(client: Any, host: str, recurring_run_id: str) -> dict[str, Any]:

@@ -135,14 +135,20 @@ def _execute(
     return errors.EXIT_OK
 
 
-@errors.command
-def _runs_list(args: argparse.Namespace) -> int:
-    runs.check_page_size(args.page_size)
-    return _execute(
-        args,
-        lambda client: runs.list_runs(client, args.host, args.experiment, args.namespace, args.page_size, args.page_token),
-        _render_run_list,
-    )
+def _lister(kind: str, render: Callable[[dict[str, Any]], list[str]]) -> Callable[[argparse.Namespace], int]:
+    @errors.command
+    def list_items(args: argparse.Namespace) -> int:
+        # Checked before the client is built: a bad size costs no request.
+        runs.check_page_size(args.page_size)
+        return _execute(
+            args,
+            lambda client: runs.list_page(
+                client, args.host, kind, args.experiment, args.namespace, args.page_size, args.page_token
+            ),
+            render,
+        )
+
+    return list_items
 
 
 @errors.command
@@ -156,18 +162,6 @@ def _runs_cancel(args: argparse.Namespace) -> int:
         args,
         lambda client: runs.cancel_run(client, args.host, args.run_id),
         lambda r: [f"cancel requested: run {r['run_id']} is {r['state']}", *_fields(r, _RUN_FIELDS)[1:]],
-    )
-
-
-@errors.command
-def _schedules_list(args: argparse.Namespace) -> int:
-    runs.check_page_size(args.page_size)
-    return _execute(
-        args,
-        lambda client: runs.list_schedules(
-            client, args.host, args.experiment, args.namespace, args.page_size, args.page_token
-        ),
-        _render_schedule_list,
     )
 
 
@@ -231,7 +225,7 @@ def add_parser(subparsers: Any) -> None:
     group = subparsers.add_parser(
         "runs", help="list, show and cancel runs on a KFP cluster", description="Runs on a KFP API server."
     ).add_subparsers(dest="action", required=True, metavar="ACTION")
-    _action(group, "list", "list runs, newest first", _runs_list)
+    _action(group, "list", "list runs, newest first", _lister("runs", _render_run_list))
     _action(group, "get", "show one run", _runs_get, "run_id")
     _action(group, "cancel", "cancel (terminate) a run", _runs_cancel, "run_id")
 
@@ -240,7 +234,7 @@ def add_parser(subparsers: Any) -> None:
         help="list, pause, resume and delete recurring runs on a KFP cluster",
         description="Recurring runs (schedules) on a KFP API server.",
     ).add_subparsers(dest="action", required=True, metavar="ACTION")
-    _action(group, "list", "list recurring runs, newest first", _schedules_list)
+    _action(group, "list", "list recurring runs, newest first", _lister("schedules", _render_schedule_list))
     _action(group, "pause", "pause (disable) a recurring run", _schedule_switch(enabled=False), "schedule_id")
     _action(group, "resume", "resume (enable) a recurring run", _schedule_switch(enabled=True), "schedule_id")
     _action(group, "delete", "delete a recurring run; its past runs stay", _schedules_delete, "schedule_id")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -114,24 +115,27 @@ def find_pipeline(client: Any, name: str, namespace: str | None) -> str | None:
     return found[0].pipeline_id if found else None
 
 
-def _create_pipeline(client: Any, name: str, namespace: str | None, description: str | None) -> str:
-    # POST /pipelines creates the pipeline alone; the upload endpoint would also create a first
-    # version named after the pipeline, a second copy of the content under a non-digest name.
+def _create_or_read(create: Callable[[], str], read: Callable[[], str | None], what: str) -> tuple[str, bool]:
+    """Creates an item, or, when the server answers 409 Conflict, reads the one that won the race.
+
+    Returns:
+        ``(id, created)``: the new item's id and True, or the existing one's and False.
+
+    Raises:
+        ValueError: 409, but ``read`` finds nothing (the name is taken where this client cannot
+            list it, e.g. in another namespace); the message names ``what``.
+    """
     from kfp_server_api.exceptions import ApiException
 
-    body = client.api_models.V2beta1Pipeline(display_name=name, description=description, namespace=namespace)
     try:
-        return client.pipelines.pipeline_service_create_pipeline(pipeline=body).pipeline_id
+        return create(), True
     except ApiException as error:
         if error.status != HTTP_CONFLICT:
             raise
-    pipeline_id = find_pipeline(client, name, namespace)
-    if pipeline_id is None:
-        raise ValueError(
-            f"the KFP server says pipeline {name!r} exists (409) but lists none by that name in "
-            f"namespace {namespace!r}; it may belong to another namespace"
-        )
-    return pipeline_id
+        found = read()
+        if found is None:
+            raise ValueError(f"the KFP server says {what} exists (409) but lists none by that name") from error
+        return found, False
 
 
 def find_version(client: Any, pipeline_id: str, version_name: str) -> str | None:
@@ -179,33 +183,30 @@ def ensure_pipeline_version(
         kfp_server_api.ApiException: the server refused a request.
         urllib3.exceptions.HTTPError: the server could not be reached.
     """
-    # Imported here, as kfp.Client is: the commands that never reach a server skip the REST client.
-    from kfp_server_api.exceptions import ApiException
-
     digest = package_digest(package_path)
     version_name = version_name_for(digest)
     pipeline_id = find_pipeline(client, pipeline_name, namespace)
     if pipeline_id is None:
-        pipeline_id = _create_pipeline(client, pipeline_name, namespace, description)
+        # POST /pipelines creates the pipeline alone; the upload endpoint would also create a
+        # first version named after the pipeline, a second copy of the content under another name.
+        body = client.api_models.V2beta1Pipeline(display_name=pipeline_name, description=description, namespace=namespace)
+        pipeline_id, _ = _create_or_read(
+            lambda: client.pipelines.pipeline_service_create_pipeline(pipeline=body).pipeline_id,
+            lambda: find_pipeline(client, pipeline_name, namespace),
+            f"pipeline {pipeline_name!r}" + (f" (namespace {namespace!r})" if namespace else ""),
+        )
     else:
         existing = find_version(client, pipeline_id, version_name)
         if existing is not None:
             return PipelineVersionRef(pipeline_id, pipeline_name, existing, version_name, digest, created=False)
-    try:
-        uploaded = client.upload_pipeline_version(
+    version_id, created = _create_or_read(
+        lambda: client.upload_pipeline_version(
             pipeline_package_path=package_path,
             pipeline_version_name=version_name,
             pipeline_id=pipeline_id,
             description=f"sha256:{digest}",
-        )
-    except ApiException as error:
-        if error.status != HTTP_CONFLICT:
-            raise
-        existing = find_version(client, pipeline_id, version_name)
-        if existing is None:
-            raise ValueError(
-                f"the KFP server says version {version_name!r} of pipeline {pipeline_name!r} exists (409) "
-                "but lists none by that name"
-            ) from error
-        return PipelineVersionRef(pipeline_id, pipeline_name, existing, version_name, digest, created=False)
-    return PipelineVersionRef(pipeline_id, pipeline_name, uploaded.pipeline_version_id, version_name, digest, created=True)
+        ).pipeline_version_id,
+        lambda: find_version(client, pipeline_id, version_name),
+        f"version {version_name!r} of pipeline {pipeline_name!r}",
+    )
+    return PipelineVersionRef(pipeline_id, pipeline_name, version_id, version_name, digest, created)

@@ -373,11 +373,16 @@ def _smoke_pipeline(message: str = "hello"):
     _echo(message=message)
 
 
-@pytest.mark.cluster
-def test_submit_to_real_cluster(tmp_path: Path) -> None:
+def _cluster_host() -> str:
     host = os.environ.get("KFP_HOST")
     if not host:
         pytest.skip("KFP_HOST is not set: no KFP API server to submit to (e.g. KFP_HOST=http://localhost:8080)")
+    return host
+
+
+@pytest.mark.cluster
+def test_submit_to_real_cluster(tmp_path: Path) -> None:
+    host = _cluster_host()
     package = str(tmp_path / "smoke.yaml")
     compiler.Compiler().compile(_smoke_pipeline, package)
     result = remote.submit(
@@ -395,9 +400,7 @@ def test_submit_to_real_cluster(tmp_path: Path) -> None:
 
 @pytest.mark.cluster
 def test_versions_runs_and_schedules_on_real_cluster(tmp_path: Path) -> None:
-    host = os.environ.get("KFP_HOST")
-    if not host:
-        pytest.skip("KFP_HOST is not set: no KFP API server to submit to (e.g. KFP_HOST=http://localhost:8080)")
+    host = _cluster_host()
     from pipelines import runs
     from pipelines.kfp_api import make_client
 
