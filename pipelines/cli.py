@@ -1,9 +1,10 @@
 """The ``kfp-finetune`` command line (also ``python -m pipelines``).
 
-Commands: compile, run-local, demo, submit, schedule, models (list/describe/promote/rollback),
-predict. Each command function is wrapped by ``pipelines.errors.command``: an error prints one
-``error: ...`` line on stderr and exits 1 (a failed run) or 2 (bad input). ``run-local``,
-``submit`` and ``schedule`` take the pipeline parameters alike (``pipelines.params``).
+Commands: compile, run-local, demo, submit, schedule, runs (list/get/cancel), schedules
+(list/pause/resume/delete), models (list/describe/promote/rollback), predict. Each command
+function is wrapped by ``pipelines.errors.command``: an error prints one ``error: ...`` line on
+stderr and exits 1 (a failed run) or 2 (bad input). ``run-local``, ``submit`` and ``schedule``
+take the pipeline parameters alike (``pipelines.params``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import sys
 from typing import Any, Sequence
 
-from pipelines import docker_runner, errors, models_cli, params, remote
+from pipelines import docker_runner, errors, models_cli, params, remote_cli, runs_cli
 
 DEFAULT_PIPELINE_ROOT = "kfp-local-root"
 DEFAULT_DEMO_WORKDIR = "demo-work"
@@ -143,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fine-tune-epochs", type=int, help="override the demo's fine-tune-phase epochs (default 15; 0: head only)")
     p.set_defaults(func=_demo)
 
-    remote.add_parser(sub)
+    remote_cli.add_parser(sub)
+    runs_cli.add_parser(sub)
     models_cli.add_parser(sub)
 
     p = sub.add_parser("predict", help="classify image files through a model's serving signature")

@@ -7,11 +7,17 @@ month`` (day of week defaulted to ``*``), so a standard crontab line such as ``"
 would silently fire every hour at minute 9 in January. :func:`normalize_cron` therefore turns a
 five-field expression into the six-field one the user meant (``"0 " + expr``) and says so, and
 refuses what robfig would refuse, with the field named, before any request is sent.
+
+:func:`next_fire_times` says when a checked expression fires next, in UTC (the ScheduledWorkflow
+controller's default time zone; a deployment can change it with the controller's
+``CRON_SCHEDULE_TIMEZONE``). The calendar arithmetic is croniter's, a maintained library (PyPI
+``croniter``, pallets-eco), given robfig's semantics where the two differ.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import re
 from collections.abc import Mapping
 
@@ -44,7 +50,16 @@ _CRON_FIELDS = (
     _CronField("day-of-week", 0, 6, _DOW_NAMES, allows_question_mark=True),
 )
 
-_DESCRIPTORS = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"})
+# robfig/cron v1's predefined schedules and the six-field spec each stands for (its doc.go table).
+_DESCRIPTORS = {
+    "@yearly": "0 0 0 1 1 *",
+    "@annually": "0 0 0 1 1 *",
+    "@monthly": "0 0 0 1 * *",
+    "@weekly": "0 0 0 * * 0",
+    "@daily": "0 0 0 * * *",
+    "@midnight": "0 0 0 * * *",
+    "@hourly": "0 0 * * * *",
+}
 
 # Go's time.ParseDuration grammar, which robfig uses for "@every <duration>".
 _GO_DURATION_PART = r"(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|μs|ms|s|m|h)"
@@ -118,7 +133,8 @@ def _check_cron_field(text: str, field: _CronField, expr: str) -> None:
             raise ValueError(f"invalid cron expression {expr!r}: {field.name} range {part!r} runs backwards")
 
 
-def _check_every(expr: str) -> None:
+def _every_seconds(expr: str) -> float:
+    """The duration of ``@every <Go duration>`` in seconds; raises ValueError when malformed."""
     duration = expr[len("@every ") :].strip()
     if not _GO_DURATION_RE.match(duration):
         raise ValueError(
@@ -132,6 +148,7 @@ def _check_every(expr: str) -> None:
     # never what a retraining job wants, so it is refused rather than silently rounded.
     if seconds < 1:
         raise ValueError(f"invalid cron expression {expr!r}: '@every' needs a duration of at least 1s")
+    return seconds
 
 
 def normalize_cron(expr: str) -> CronSpec:
@@ -165,7 +182,7 @@ def normalize_cron(expr: str) -> CronSpec:
         if text in _DESCRIPTORS:
             return CronSpec(expression=text, original=expr)
         if text.startswith("@every "):
-            _check_every(text)
+            _every_seconds(text)
             return CronSpec(expression=text, original=expr)
         raise ValueError(
             f"invalid cron expression {expr!r}: unknown descriptor; use one of "
@@ -188,3 +205,58 @@ def normalize_cron(expr: str) -> CronSpec:
         _check_cron_field(text_field, field, expr)
     return CronSpec(expression=" ".join(fields), original=expr, note=note)
 
+
+
+def _robfig_day_field(text: str) -> str:
+    # robfig ANDs day of month with day of week when either field is "all days" (its star bit)
+    # and ORs them otherwise, as croniter does, but robfig also gives "*/1" and "?/1" the star
+    # bit where croniter expands them to a list; written as "*" they mean the same days to both.
+    return ",".join("*" if part in ("*/1", "?/1") else part for part in text.split(","))
+
+
+def next_fire_times(
+    expr: str, count: int = 3, after: datetime.datetime | None = None
+) -> list[datetime.datetime]:
+    """The next times a KFP recurring run with this cron expression fires.
+
+    The expression is first checked and normalized by :func:`normalize_cron` (the robfig
+    grammar), then evaluated as robfig does: six fields seconds first, day of month and day of
+    week ORed when both are restricted and ANDed when either is ``*`` or ``?``; a descriptor by
+    the six-field spec robfig gives it (``@daily`` = ``0 0 0 * * *``). ``@every D`` fires every
+    ``D`` (whole seconds) counted from when the controller starts the schedule, so its times are
+    counted from ``after``: ``after`` (to the second) + k·D.
+
+    Args:
+        expr: a cron expression as :func:`normalize_cron` takes it (five fields get ``"0 "``
+            prefixed).
+        count: how many times to return, at least 1.
+        after: the times returned are strictly later than this; default now. A naive value is
+            taken as UTC.
+
+    Returns:
+        ``count`` timezone-aware UTC datetimes, increasing.
+
+    Raises:
+        ValueError: the expression is invalid (see :func:`normalize_cron`), or ``count`` < 1.
+    """
+    # Imported here: only schedule needs it, and every command imports this module.
+    from croniter import croniter
+
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    spec = normalize_cron(expr)
+    start = after or datetime.datetime.now(datetime.timezone.utc)
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=datetime.timezone.utc)
+    start = start.astimezone(datetime.timezone.utc)
+    if spec.expression.startswith("@every "):
+        # robfig's ConstantDelaySchedule: drop the fraction of a second of both the start and
+        # the delay, then add the delay.
+        delay = datetime.timedelta(seconds=int(_every_seconds(spec.expression)))
+        base = start.replace(microsecond=0)
+        return [base + delay * k for k in range(1, count + 1)]
+    fields = _DESCRIPTORS.get(spec.expression, spec.expression).split(" ")
+    fields[3] = _robfig_day_field(fields[3])
+    fields[5] = _robfig_day_field(fields[5])
+    schedule = croniter(" ".join(fields), start, second_at_beginning=True, day_or=True)
+    return [schedule.get_next(datetime.datetime) for _ in range(count)]

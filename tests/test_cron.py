@@ -1,8 +1,15 @@
-"""Tests of pipelines/cron.py: the robfig/cron v1 grammar the KFP backend parses schedules with."""
+"""Tests of pipelines/cron.py: the robfig/cron v1 grammar the KFP backend parses schedules with,
+and the next fire times of a checked expression."""
+
+import datetime
 
 import pytest
 
-from pipelines.cron import normalize_cron
+from pipelines.cron import next_fire_times, normalize_cron
+
+UTC = datetime.timezone.utc
+# A Friday, with a fraction of a second that robfig drops.
+FRIDAY = datetime.datetime(2026, 12, 4, 10, 17, 3, 500000, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -64,3 +71,49 @@ def test_normalize_cron_rejects(given: str, names: str) -> None:
     assert repr(given) in message
     assert names in message
 
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("0 0 3 * * *", ["2026-12-05T03:00:00", "2026-12-06T03:00:00", "2026-12-07T03:00:00"]),
+        ("0 3 * * *", ["2026-12-05T03:00:00", "2026-12-06T03:00:00", "2026-12-07T03:00:00"]),  # 5 fields
+        ("0 0 9 ? * MON-FRI", ["2026-12-07T09:00:00", "2026-12-08T09:00:00", "2026-12-09T09:00:00"]),
+        ("*/15 * * * * *", ["2026-12-04T10:17:15", "2026-12-04T10:17:30", "2026-12-04T10:17:45"]),
+        ("0 0 0 1 jan,jul *", ["2027-01-01T00:00:00", "2027-07-01T00:00:00", "2028-01-01T00:00:00"]),
+        # Day of month and day of week both restricted: either matches (13th or a Friday).
+        ("0 0 0 13 * 5", ["2026-12-11T00:00:00", "2026-12-13T00:00:00", "2026-12-18T00:00:00"]),
+        # robfig gives "*/1" the star bit, so both must match: Fridays only (croniter alone
+        # would OR an every-day list with Friday and fire daily).
+        ("0 0 0 */1 * 5", ["2026-12-11T00:00:00", "2026-12-18T00:00:00", "2026-12-25T00:00:00"]),
+        ("@daily", ["2026-12-05T00:00:00", "2026-12-06T00:00:00", "2026-12-07T00:00:00"]),
+        ("@weekly", ["2026-12-06T00:00:00", "2026-12-13T00:00:00", "2026-12-20T00:00:00"]),  # Sundays
+        ("@hourly", ["2026-12-04T11:00:00", "2026-12-04T12:00:00", "2026-12-04T13:00:00"]),
+        ("@monthly", ["2027-01-01T00:00:00", "2027-02-01T00:00:00", "2027-03-01T00:00:00"]),
+        # @every counts from the start, to the second.
+        ("@every 6h", ["2026-12-04T16:17:03", "2026-12-04T22:17:03", "2026-12-05T04:17:03"]),
+        ("@every 1h30m", ["2026-12-04T11:47:03", "2026-12-04T13:17:03", "2026-12-04T14:47:03"]),
+    ],
+)
+def test_next_fire_times(expr: str, expected: list[str]) -> None:
+    times = next_fire_times(expr, 3, after=FRIDAY)
+    assert [t.strftime("%Y-%m-%dT%H:%M:%S") for t in times] == expected
+    assert all(t.utcoffset() == datetime.timedelta(0) for t in times)
+
+
+def test_next_fire_times_are_strictly_later_and_naive_is_utc() -> None:
+    at_fire_time = datetime.datetime(2026, 12, 5, 3, 0, 0)
+    times = next_fire_times("0 0 3 * * *", 2, after=at_fire_time)
+    assert times == [datetime.datetime(2026, 12, 6, 3, tzinfo=UTC), datetime.datetime(2026, 12, 7, 3, tzinfo=UTC)]
+
+
+def test_next_fire_times_default_is_now() -> None:
+    before = datetime.datetime.now(UTC)
+    [first] = next_fire_times("* * * * * *", 1)
+    assert before < first <= before + datetime.timedelta(seconds=2)
+
+
+@pytest.mark.parametrize(("expr", "count", "names"), [("0 0 0 * * 7", 3, "day-of-week"), ("0 0 3 * * *", 0, "count")])
+def test_next_fire_times_refuses(expr: str, count: int, names: str) -> None:
+    with pytest.raises(ValueError, match=names):
+        next_fire_times(expr, count, after=FRIDAY)

@@ -88,5 +88,7 @@ def _leaf_functions(parser: argparse.ArgumentParser, path: tuple[str, ...] = ())
 
 def test_every_command_maps_errors_here() -> None:
     leaves = _leaf_functions(build_parser())
-    assert {("run-local",), ("submit",), ("schedule",), ("compile",), ("demo",), ("predict",), ("models", "promote")} <= set(leaves)
+    assert {("run-local",), ("submit",), ("schedule",), ("compile",), ("demo",), ("predict",), ("models", "promote"),
+            ("runs", "list"), ("runs", "get"), ("runs", "cancel"), ("schedules", "list"), ("schedules", "pause"),
+            ("schedules", "resume"), ("schedules", "delete")} <= set(leaves)
     assert [path for path, func in leaves.items() if not getattr(func, "maps_errors", False)] == []

@@ -1,21 +1,13 @@
-"""Tests of pipelines/remote.py against a loopback server that speaks KFP's v2beta1 REST API.
+"""Tests of pipelines/remote.py and remote_cli.py against a loopback server that speaks KFP's v2beta1 REST API.
 
-The real ``kfp.Client`` (kfp 2.17.3) is used throughout; only the server is a stand-in. Paths
-served, as called by kfp/client/client.py through kfp_server_api:
-
-* ``GET  /apis/v2beta1/healthz``            (Client.__init__, when no namespace is set)
-* ``GET  /apis/v2beta1/experiments``        (get experiment by name: ``filter`` query)
-* ``POST /apis/v2beta1/experiments``        (create experiment)
-* ``POST /apis/v2beta1/runs``               (create run with an inline ``pipeline_spec``)
-* ``GET  /apis/v2beta1/runs/{run_id}``      (poll state)
-* ``POST /apis/v2beta1/recurringruns``      (create recurring run)
+The real ``kfp.Client`` (kfp 2.17.3) is used throughout; only the server is a stand-in
+(tests/kfp_stand_in.py). Pipeline versions themselves are tested in tests/test_versions.py.
 """
 
 # No "from __future__ import annotations" here: kfp 2.17.3 reads component signatures from
 # real annotation objects and rejects the strings that import would leave
 # ("Artifacts must have both a schema_title and a schema_version").
 import argparse
-import http.server
 import io
 import json
 import os
@@ -23,9 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import types
-import urllib.parse
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
@@ -34,105 +24,12 @@ import pytest
 import yaml
 from kfp import compiler, dsl
 
-from pipelines import remote
+from kfp_stand_in import kfp_server  # noqa: F401 - a pytest fixture
+from pipelines import remote, remote_cli
 from tiny_pipeline import TINY_NAME, TINY_PARAMETERS, compile_tiny, package  # noqa: F401 - package is a pytest fixture
 
 REPO = Path(__file__).resolve().parents[1]
 KIND_UP = REPO / "docker" / "kind-up.sh"
-
-
-# --------------------------------------------------------------------------------------------
-# The loopback KFP API server
-# --------------------------------------------------------------------------------------------
-
-
-class FakeKfp:
-    """Records every request and answers like the KFP v2beta1 API for the paths above."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.experiments: dict[str, dict[str, Any]] = {}
-        self.run_states: list[str] = ["PENDING"]
-        self.fail: dict[tuple[str, str], tuple[int, str]] = {}
-        self._lock = threading.Lock()
-
-    def calls(self, method: str, path: str) -> list[dict[str, Any]]:
-        return [r for r in self.requests if r["method"] == method and r["path"] == path]
-
-    def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict]:
-        parsed = urllib.parse.urlsplit(raw_path)
-        path = parsed.path
-        query = urllib.parse.parse_qs(parsed.query)
-        payload = json.loads(body) if body else None
-        with self._lock:
-            self.requests.append(
-                {"method": method, "path": path, "query": query, "headers": headers, "body": payload}
-            )
-            if (method, path) in self.fail:
-                status, message = self.fail[(method, path)]
-                return status, {"error": message, "code": 3, "message": message}
-            if method == "GET" and path == "/apis/v2beta1/healthz":
-                return 200, {"multi_user": False}
-            if method == "GET" and path == "/apis/v2beta1/experiments":
-                wanted = json.loads(query["filter"][0])["predicates"][0]["stringValue"]
-                found = [e for e in self.experiments.values() if e["display_name"] == wanted]
-                return 200, ({"experiments": found, "total_size": len(found)} if found else {})
-            if method == "POST" and path == "/apis/v2beta1/experiments":
-                experiment_id = f"exp-{len(self.experiments) + 1}"
-                experiment = {**payload, "experiment_id": experiment_id}
-                self.experiments[experiment_id] = experiment
-                return 200, experiment
-            if method == "POST" and path == "/apis/v2beta1/runs":
-                return 200, {**payload, "run_id": "run-1", "state": "PENDING"}
-            if method == "GET" and path.startswith("/apis/v2beta1/runs/"):
-                state = self.run_states.pop(0) if len(self.run_states) > 1 else self.run_states[0]
-                return 200, {"run_id": path.rsplit("/", 1)[1], "state": state}
-            if method == "POST" and path == "/apis/v2beta1/recurringruns":
-                return 200, {**payload, "recurring_run_id": "rr-1"}
-            return 404, {"error": f"no route {method} {path}", "code": 5, "message": f"no route {path}"}
-
-
-def _handler_for(fake: FakeKfp) -> type[http.server.BaseHTTPRequestHandler]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def _answer(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            status, payload = fake.handle(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_DELETE = _answer
-
-        def log_message(self, *args: Any) -> None:  # keep pytest output clean
-            pass
-
-    return Handler
-
-
-@pytest.fixture
-def kfp_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """Yields ``(fake, host)`` for a KFP stand-in on a free loopback port."""
-    import kfp.client.client as kfp_client
-
-    # A developer's ~/.config/kfp/context.json (namespace, cookies) or KF_PIPELINES_* variables
-    # would change what kfp.Client sends.
-    monkeypatch.setattr(kfp_client.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "no-context.json"))
-    for name in list(os.environ):
-        if name.startswith("KF_PIPELINES_") or name == remote.TOKEN_ENV:
-            monkeypatch.delenv(name)
-    fake = FakeKfp()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(fake))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield fake, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _free_port() -> int:
@@ -161,13 +58,20 @@ def test_submit_sends_compiled_spec_and_typed_params(kfp_server, package: str) -
     [created] = fake.calls("POST", "/apis/v2beta1/experiments")
     assert created["body"]["display_name"] == "kfp-finetune"
 
-    [run] = fake.calls("POST", "/apis/v2beta1/runs")
-    body = run["body"]
+    # The compiled spec goes to the server once, as a pipeline version; the run references it.
+    [version] = fake.versions.values()
     with open(package, encoding="utf-8") as f:
         compiled = yaml.safe_load(f)
-    assert body["pipeline_spec"]["pipelineInfo"]["name"] == "tiny-finetune"
-    assert body["pipeline_spec"]["root"] == compiled["root"]
-    assert body["pipeline_spec"]["deploymentSpec"] == compiled["deploymentSpec"]
+    assert version["pipeline_spec"]["pipelineInfo"]["name"] == "tiny-finetune"
+    assert version["pipeline_spec"]["root"] == compiled["root"]
+    assert version["pipeline_spec"]["deploymentSpec"] == compiled["deploymentSpec"]
+    [run] = fake.calls("POST", "/apis/v2beta1/runs")
+    body = run["body"]
+    assert "pipeline_spec" not in body
+    assert body["pipeline_version_reference"] == {
+        "pipeline_id": version["pipeline_id"],
+        "pipeline_version_id": version["pipeline_version_id"],
+    }
     assert body["runtime_config"]["parameters"] == {
         "data_uri": "gs://bucket/digits",
         "epochs": 3,
@@ -242,7 +146,10 @@ def test_schedule_sends_six_field_cron_and_limits(kfp_server, package: str) -> N
     assert body["mode"] == "ENABLE"
     assert body["display_name"] == "nightly"
     assert body["experiment_id"] == "exp-1"
-    assert body["pipeline_spec"]["pipelineInfo"]["name"] == "tiny-finetune"
+    [version] = fake.versions.values()
+    assert version["pipeline_spec"]["pipelineInfo"]["name"] == "tiny-finetune"
+    assert "pipeline_spec" not in body
+    assert body["pipeline_version_reference"]["pipeline_version_id"] == version["pipeline_version_id"]
     assert body["runtime_config"]["parameters"] == {"data_uri": "/d", "epochs": 4}
     assert result["recurring_run_id"] == "rr-1"
     assert result["cron"] == "0 30 2 * * *"
@@ -288,7 +195,7 @@ def test_submit_refuses_bad_params_before_any_request(kfp_server, package: str) 
 
 def _cli(argv: list[str]) -> tuple[int, str, str]:
     parser = argparse.ArgumentParser(prog="kfp-finetune")
-    remote.add_parser(parser.add_subparsers(dest="command", required=True))
+    remote_cli.add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
@@ -409,7 +316,10 @@ def test_cli_without_package_compiles_lazily(kfp_server, monkeypatch) -> None:
     assert seen["image"] == "localhost/kfp-finetune:dev"
     assert not os.path.exists(seen["path"])  # the temporary package is cleaned up
     [run] = fake.calls("POST", "/apis/v2beta1/runs")
-    assert run["body"]["pipeline_spec"]["pipelineInfo"]["name"] == "tiny-finetune"
+    [version] = fake.versions.values()
+    assert version["pipeline_spec"]["pipelineInfo"]["name"] == "tiny-finetune"
+    assert version["filename"] == "pipeline.yaml"
+    assert run["body"]["pipeline_version_reference"]["pipeline_version_id"] == version["pipeline_version_id"]
     assert run["body"]["runtime_config"]["parameters"] == {"data_uri": "/d", "epochs": 4}
 
 
@@ -441,8 +351,8 @@ def test_cli_image_with_package_is_refused(kfp_server, package: str) -> None:
 
 
 def test_module_import_does_not_compile() -> None:
-    # Importing remote must not import the pipeline (and with it every component module).
-    code = "import sys, pipelines.remote; print('pipelines.pipeline' in sys.modules)"
+    # Importing the cluster commands must not import the pipeline (and with it every component module).
+    code = "import sys, pipelines.remote, pipelines.remote_cli, pipelines.runs_cli; print('pipelines.pipeline' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert result.stdout.strip() == "False"
 
@@ -463,11 +373,16 @@ def _smoke_pipeline(message: str = "hello"):
     _echo(message=message)
 
 
-@pytest.mark.cluster
-def test_submit_to_real_cluster(tmp_path: Path) -> None:
+def _cluster_host() -> str:
     host = os.environ.get("KFP_HOST")
     if not host:
         pytest.skip("KFP_HOST is not set: no KFP API server to submit to (e.g. KFP_HOST=http://localhost:8080)")
+    return host
+
+
+@pytest.mark.cluster
+def test_submit_to_real_cluster(tmp_path: Path) -> None:
+    host = _cluster_host()
     package = str(tmp_path / "smoke.yaml")
     compiler.Compiler().compile(_smoke_pipeline, package)
     result = remote.submit(
@@ -481,6 +396,30 @@ def test_submit_to_real_cluster(tmp_path: Path) -> None:
     )
     assert result["run_id"]
     assert result["state"] == "SUCCEEDED"
+
+
+@pytest.mark.cluster
+def test_versions_runs_and_schedules_on_real_cluster(tmp_path: Path) -> None:
+    host = _cluster_host()
+    from pipelines import runs
+    from pipelines.kfp_api import make_client
+
+    package = str(tmp_path / "smoke.yaml")
+    compiler.Compiler().compile(_smoke_pipeline, package)
+    common = {"experiment": "kfp-finetune-tests", "pipeline_name": "kfp-finetune-smoke-tests"}
+    first = remote.submit(host, package, {"message": "one"}, **common)
+    second = remote.submit(host, package, {"message": "two"}, **common)
+    assert second["version_id"] == first["version_id"] and second["version_created"] is False
+    client = make_client(host, None, None)
+    assert runs.get_run(client, host, second["run_id"])["version_id"] == first["version_id"]
+    assert runs.cancel_run(client, host, second["run_id"])["state"] in ("CANCELING", "CANCELED")
+    created = remote.schedule(host, package, {"message": "cron"}, cron="0 0 3 * * *", **common)
+    schedule_id = created["recurring_run_id"]
+    try:
+        assert runs.set_schedule_enabled(client, host, schedule_id, enabled=False)["status"] == "DISABLED"
+        assert runs.set_schedule_enabled(client, host, schedule_id, enabled=True)["status"] == "ENABLED"
+    finally:
+        runs.delete_schedule(client, schedule_id)
 
 
 def test_kind_up_script_parses() -> None:
