@@ -3,7 +3,10 @@
 Both take the connection flags of :func:`pipelines.kfp_api.add_connection_arguments`, the
 pipeline parameters as ``run-local`` does (:func:`pipelines.params.add_arguments`), a compiled
 ``--package`` or ``--image`` to compile with, ``--experiment``, ``--pipeline-name``,
-``--service-account`` and ``--pipeline-root``. Everything that needs no server (parameters, cron,
+``--service-account``, ``--pipeline-root`` and ``--profile`` (a cluster profile,
+:mod:`pipelines.profiles`: compiled into the package; its ``service_account`` and
+``pipeline_root`` are the defaults of the two flags, and the run's local paths must lie on its
+volumes). Everything that needs no server (parameters, cron,
 service account, pipeline root) is checked before the pipeline is compiled.
 """
 
@@ -37,6 +40,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         metavar="REF",
         help="component image to compile with (only without --package)",
     )
+    parser.add_argument(
+        "--profile",
+        metavar="NAME|FILE",
+        help="cluster profile to compile with: kind, gke, eks or a YAML file (only without --package; "
+        "its service_account and pipeline_root are the defaults of the flags below)",
+    )
     parser.add_argument("--experiment", default=remote.DEFAULT_EXPERIMENT, help="experiment name (default %(default)s)")
     parser.add_argument(
         "--pipeline-name",
@@ -56,8 +65,28 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     add_arguments(parser)
 
 
-def _cluster_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+def _load_profile(args: argparse.Namespace) -> Any:
+    """The ``--profile`` of the command (a :class:`pipelines.profiles.Profile`) or None.
+
+    Raises:
+        ValueError: ``--profile`` with ``--package`` (the package was compiled already);
+            :func:`pipelines.profiles.load_profile`'s errors.
+    """
+    if not args.profile:
+        return None
+    if args.package:
+        raise ValueError("--profile applies only when compiling; compile the package with `kfp-finetune compile "
+                         "--profile` instead of passing --profile with --package")
+    from pipelines.profiles import load_profile
+
+    return load_profile(args.profile)
+
+
+def _cluster_kwargs(args: argparse.Namespace, profile: Any = None, params: dict[str, Any] | None = None) -> dict[str, Any]:
     """What ``submit`` and ``schedule`` take alike from the command line, checked before compiling.
+
+    ``--service-account`` and ``--pipeline-root`` win over the profile's; with a profile, the
+    run's local paths must lie on its volumes (:func:`pipelines.profile_apply.check_run_paths`).
 
     Returns:
         ``experiment``, ``namespace``, ``existing_token``, ``pipeline_name``,
@@ -65,9 +94,17 @@ def _cluster_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         :func:`pipelines.remote.schedule`.
 
     Raises:
-        ValueError: a bad service account or pipeline root (:func:`pipelines.remote.check_run_identity`).
+        ValueError: a bad service account or pipeline root (:func:`pipelines.remote.check_run_identity`),
+            a local path on no volume of the profile.
     """
-    identity = {"service_account": args.service_account, "pipeline_root": args.pipeline_root}
+    identity = {
+        "service_account": args.service_account or (profile.service_account if profile else None),
+        "pipeline_root": args.pipeline_root or (profile.pipeline_root if profile else None),
+    }
+    if profile is not None:
+        from pipelines.profile_apply import check_run_paths
+
+        check_run_paths(profile, params or {})
     remote.check_run_identity(**identity)
     return {
         "experiment": args.experiment,
@@ -78,7 +115,7 @@ def _cluster_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _with_package(args: argparse.Namespace, action: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+def _with_package(args: argparse.Namespace, action: Callable[[str], dict[str, Any]], profile: Any = None) -> dict[str, Any]:
     if args.package:
         if args.image:
             raise ValueError("--image applies only when compiling; it cannot change the image of --package")
@@ -87,15 +124,15 @@ def _with_package(args: argparse.Namespace, action: Callable[[str], dict[str, An
     from pipelines.pipeline import compile_pipeline
 
     with tempfile.TemporaryDirectory(prefix="kfp-finetune-") as tmp:
-        path = compile_pipeline(os.path.join(tmp, "pipeline.yaml"), image=args.image)
+        path = compile_pipeline(os.path.join(tmp, "pipeline.yaml"), image=args.image, profile=profile)
         return action(path)
 
 
-def _run_cli(args: argparse.Namespace, action: Callable[[str], dict[str, Any]]) -> int:
+def _run_cli(args: argparse.Namespace, action: Callable[[str], dict[str, Any]], profile: Any = None) -> int:
     # kfp.Client prints experiment/run links to stdout; they are dropped so that stdout holds
     # only this command's JSON (which has the run's URL) and stderr only our lines.
     with contextlib.redirect_stdout(io.StringIO()):
-        result = _with_package(args, action)
+        result = _with_package(args, action, profile)
     if result.get("cron_note"):
         print(f"note: {result['cron_note']}", file=sys.stderr)
     if result.get("next_fire_times_utc"):
@@ -108,12 +145,14 @@ def _run_cli(args: argparse.Namespace, action: Callable[[str], dict[str, Any]]) 
 @errors.command
 def _submit_cli(args: argparse.Namespace) -> int:
     arguments = params_from_args(args)
-    shared = _cluster_kwargs(args)
+    profile = _load_profile(args)
+    shared = _cluster_kwargs(args, profile, arguments)
     return _run_cli(
         args,
         lambda path: remote.submit(
             args.host, path, arguments, run_name=args.run_name, wait=args.wait, timeout_s=args.timeout, **shared
         ),
+        profile,
     )
 
 
@@ -122,7 +161,8 @@ def _schedule_cli(args: argparse.Namespace) -> int:
     arguments = params_from_args(args)
     # Validated before compiling so a typo costs nothing.
     normalize_cron(args.cron)
-    shared = _cluster_kwargs(args)
+    profile = _load_profile(args)
+    shared = _cluster_kwargs(args, profile, arguments)
     return _run_cli(
         args,
         lambda path: remote.schedule(
@@ -135,6 +175,7 @@ def _schedule_cli(args: argparse.Namespace) -> int:
             no_catchup=not args.catchup,
             **shared,
         ),
+        profile,
     )
 
 

@@ -190,6 +190,7 @@ class FakeKfp:
         if any(v["pipeline_id"] == pipeline_id and v["name"] == name for v in self.versions.values()):
             return _conflict(f"pipeline version {name}")
         upload = parts["uploadfile"]
+        documents = list(yaml.safe_load_all(upload["data"]))
         version = {
             "pipeline_id": pipeline_id,
             "pipeline_version_id": f"pv-{len(self.versions) + 1}",
@@ -197,7 +198,9 @@ class FakeKfp:
             "display_name": name,
             "description": query.get("description", [""])[0],
             "created_at": self._now(),
-            "pipeline_spec": next(yaml.safe_load_all(upload["data"])),
+            "pipeline_spec": documents[0],
+            # KFP keeps a package's second YAML document (kfp-kubernetes' platform spec) with it.
+            "platform_spec": documents[1] if len(documents) > 1 else None,
             "filename": upload["filename"],
         }
         self.versions[version["pipeline_version_id"]] = version

@@ -304,8 +304,8 @@ def test_cli_without_package_compiles_lazily(kfp_server, monkeypatch) -> None:
     fake, host = kfp_server
     seen: dict[str, Any] = {}
 
-    def compile_pipeline(package_path: str, image: str | None = None) -> str:
-        seen.update(path=package_path, image=image)
+    def compile_pipeline(package_path: str, image: str | None = None, profile: Any = None) -> str:
+        seen.update(path=package_path, image=image, profile=profile)
         return compile_tiny(package_path)
 
     _install_tiny(monkeypatch, compile_pipeline)
@@ -313,7 +313,7 @@ def test_cli_without_package_compiles_lazily(kfp_server, monkeypatch) -> None:
         ["submit", "--host", host, "--image", "localhost/kfp-finetune:dev", "--param", "data_uri=/d", "--epochs", "4"]
     )
     assert code == 0, err
-    assert seen["image"] == "localhost/kfp-finetune:dev"
+    assert (seen["image"], seen["profile"]) == ("localhost/kfp-finetune:dev", None)
     assert not os.path.exists(seen["path"])  # the temporary package is cleaned up
     [run] = fake.calls("POST", "/apis/v2beta1/runs")
     [version] = fake.versions.values()
@@ -459,3 +459,47 @@ def test_kind_up_end_to_end(tmp_path: Path) -> None:
         assert "ml-pipeline" in nodes.stdout
     finally:
         subprocess.run(["kind", "delete", "cluster", "--name", "kfp-finetune-test"], check=False)
+
+
+# --------------------------------------------------------------------------------------------
+# --profile: compiled into the uploaded version; its identity is the default of the flags
+# --------------------------------------------------------------------------------------------
+
+
+def test_cli_submit_with_profile_compiles_it_and_sends_its_identity(kfp_server) -> None:
+    fake, host = kfp_server
+    code, out, err = _cli(["submit", "--host", host, "--profile", "gke", "--data-uri", "gs://bucket/digits",
+                           "--registry-uri", "gs://bucket/registry"])
+    assert code == 0, err
+    body = fake.calls("POST", "/apis/v2beta1/runs")[0]["body"]
+    assert body["service_account"] == "kfp-finetune-runner"
+    assert body["runtime_config"]["pipeline_root"] == "gs://kfp-finetune-artifacts/pipeline-root"
+    [version] = fake.versions.values()
+    finetune = version["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-finetune"]
+    assert finetune["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    assert finetune["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert version["pipeline_spec"]["deploymentSpec"]["executors"]["exec-finetune"]["container"]["image"] == (
+        "ghcr.io/kfp-finetune/kfp-finetune:0.1.0-gpu")
+
+
+def test_cli_schedule_flags_win_over_the_profile(kfp_server) -> None:
+    fake, host = kfp_server
+    code, _, err = _cli(["schedule", "--host", host, "--profile", "gke", "--cron", "0 0 3 * * *",
+                         "--service-account", "trainer", "--pipeline-root", "gs://other/root",
+                         "--data-uri", "gs://bucket/digits", "--registry-uri", "gs://bucket/registry"])
+    assert code == 0, err
+    body = fake.calls("POST", "/apis/v2beta1/recurringruns")[0]["body"]
+    assert (body["service_account"], body["runtime_config"]["pipeline_root"]) == ("trainer", "gs://other/root")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--profile", "kind", "--package", "PACKAGE", "--data-uri", "gs://b/d"], "--profile applies only when compiling"),
+    (["--profile", "kind", "--data-uri", "/home/me/digits", "--registry-uri", "/mnt/kfp-finetune/registry"],
+     "data_uri '/home/me/digits' is on no volume of profile kind in step preprocess"),
+])
+def test_cli_submit_profile_refusals_send_nothing(kfp_server, package: str, argv: list[str], message: str) -> None:
+    fake, host = kfp_server
+    code, _, err = _cli(["submit", "--host", host, *[package if a == "PACKAGE" else a for a in argv]])
+    assert code == 2
+    assert message in err
+    assert fake.calls("POST", "/apis/v2beta1/runs") == [] and fake.versions == {}
