@@ -37,6 +37,8 @@ def _print_result(summary: dict[str, Any]) -> None:
     pushed = summary.get("pushed")
     if pushed:
         print(f"pushed: model {pushed['model']!r} version {pushed['version']} at {pushed['uri']}, alias {pushed['alias']!r}")
+    elif summary.get("not_pushed"):
+        print(f"not pushed: {summary['not_pushed']}")
     else:
         print("pushed: nothing")
     print(f"run outputs: {summary['run_dir']}")
@@ -53,11 +55,12 @@ def _compile(args: argparse.Namespace) -> int:
 
 @errors.command
 def _run_local(args: argparse.Namespace) -> int:
-    from pipelines.local import PipelineRunError, check_settings, run_local
+    from pipelines.local import PipelineRunError, check_output_locations, check_settings, run_local
 
     arguments = params.params_from_args(args)
     docker = docker_runner.options_from_args(args)
     check_settings(arguments, docker)
+    check_output_locations(arguments, args.pipeline_root, args.summary, docker)
     try:
         result = run_local(arguments, args.pipeline_root, package_path=args.package, docker=docker)
     except PipelineRunError as e:

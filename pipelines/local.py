@@ -47,16 +47,20 @@ class LocalRunResult:
     pipeline_root: str
     run_dir: str | None
     seconds: float
+    not_pushed: str | None = None
 
     def summary(self) -> dict[str, Any]:
         """``status``, ``metrics`` (accuracy, macro_f1), ``blessed``, ``reason``, ``pushed``
-        (model, version, uri, alias, or None), ``pipeline_root``, ``run_dir``, ``seconds``."""
+        (model, version, uri, alias, or None), ``not_pushed`` (why nothing was pushed: the
+        blessing's reason, or "the champion changed from vN to vM since evaluation"; None when
+        pushed), ``pipeline_root``, ``run_dir``, ``seconds``."""
         return {
             "status": self.status,
             "metrics": {"accuracy": self.accuracy, "macro_f1": self.macro_f1},
             "blessed": self.blessed,
             "reason": self.reason,
             "pushed": self.pushed,
+            "not_pushed": self.not_pushed,
             "pipeline_root": self.pipeline_root,
             "run_dir": self.run_dir,
             "seconds": self.seconds,
@@ -116,6 +120,32 @@ def check_settings(params: dict[str, Any], docker: DockerOptions | None = None) 
         raise ValueError(f"registry_uri {registry_uri!r} is a file; use a folder (created by the first push) or gs://bucket/prefix")
 
 
+def check_output_locations(
+    params: dict[str, Any], pipeline_root: str, summary: str | None = None, docker: DockerOptions | None = None
+) -> None:
+    """Refuses, before a run starts, any output location inside the registry or the input data.
+
+    The outputs are the pipeline root, the ``--summary`` file and ``checkpoint_dir``; the
+    protected locations are ``registry_uri`` and ``data_uri`` (see ``components.locations``).
+
+    Args:
+        params: Pipeline parameters.
+        pipeline_root: The run's pipeline root.
+        summary: The ``--summary`` file, if any.
+        docker: The Docker runner's options, if it runs the steps: container paths in ``params``
+            are then compared where they lie on the host.
+
+    Raises:
+        ValueError: An output inside a protected location; the message names both.
+    """
+    from components.locations import check_run_outputs
+
+    check_run_outputs(
+        params, {"--pipeline-root": pipeline_root, "--summary": summary or ""},
+        (lambda path: docker_runner.host_path(path, docker)) if docker is not None else str,
+    )
+
+
 def _remove_empty_folders(root: str) -> None:
     """Removes every folder under ``root`` (``root`` included) that holds no file at any depth."""
     for folder, _, _ in sorted(os.walk(root), key=lambda w: -w[0].count(os.sep)):
@@ -141,7 +171,8 @@ def run_local(
     Raises:
         PipelineRunError: a step failed; the message is ``step <name> failed: <Error>: <message>``.
         ValueError: ``pipeline_root`` is a remote URI (kfp.local would write a local folder
-            literally named ``gs:``: kfp 2.17.3 does not write to object storage); under the
+            literally named ``gs:``: kfp 2.17.3 does not write to object storage), or it or
+            ``checkpoint_dir`` lies inside the registry or the input data; under the
             Docker runner, a local path parameter the containers cannot see, or a missing image.
         PermissionError: under the Docker runner, a pipeline root the containers cannot write.
         RuntimeError: under the Docker runner, no Docker daemon answers.
@@ -150,6 +181,7 @@ def run_local(
 
     if "://" in pipeline_root:
         raise ValueError(f"pipeline_root {pipeline_root!r} must be a local folder for run-local")
+    check_output_locations(params, pipeline_root, docker=docker)
     pipeline_root = os.path.abspath(pipeline_root)
     os.makedirs(pipeline_root, exist_ok=True)
     if docker is not None:
@@ -197,7 +229,7 @@ def run_local(
             if docker is not None and os.path.exists(error_file):
                 os.remove(error_file)
     out = task.outputs
-    pushed = json.loads(out["pushed"]) if out["pushed"] else None
+    pushed, not_pushed = pushed_output(out["pushed"], bool(out["blessed"]), out["reason"])
     return LocalRunResult(
         status="succeeded",
         blessed=bool(out["blessed"]),
@@ -208,4 +240,26 @@ def run_local(
         pipeline_root=pipeline_root,
         run_dir=_latest_run_dir(pipeline_root, before),
         seconds=round(time.perf_counter() - start, 1),
+        not_pushed=not_pushed,
     )
+
+
+def pushed_output(output: str, blessed: bool, reason: str) -> tuple[dict | None, str | None]:
+    """The pipeline's ``pushed`` output as ``(pushed, not_pushed)``.
+
+    Args:
+        output: The push step's JSON (``components.push.run_push_step``), or ``""`` from the
+            not-blessed branch.
+        blessed, reason: The evaluation's blessing and its reason.
+
+    Returns:
+        ``({"model", "version", "uri", "alias"}, None)`` when a version was pushed; else
+        ``(None, why)``: the push step's ``not_pushed`` (the champion changed since evaluation),
+        or ``"not blessed: <reason>"``.
+    """
+    done = json.loads(output) if output else None
+    if done and done.get("version") is not None:
+        return done, None
+    if done and done.get("not_pushed"):
+        return None, done["not_pushed"]
+    return None, f"not blessed: {reason}" if not blessed else "nothing to push"

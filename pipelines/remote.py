@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from components.locations import check_run_outputs
 from pipelines import errors
 from pipelines.cron import normalize_cron
 from pipelines.params import PipelinePackage, add_arguments, check_params, params_from_args, read_pipeline_package
@@ -312,6 +313,7 @@ def _run_cli(args: argparse.Namespace, action: Callable[[str], dict[str, Any]]) 
 @errors.command
 def _submit_cli(args: argparse.Namespace) -> int:
     arguments = params_from_args(args)
+    check_run_outputs(arguments)
     return _run_cli(
         args,
         lambda path: submit(
@@ -331,6 +333,7 @@ def _submit_cli(args: argparse.Namespace) -> int:
 @errors.command
 def _schedule_cli(args: argparse.Namespace) -> int:
     arguments = params_from_args(args)
+    check_run_outputs(arguments)
     # Validated before compiling so a typo costs nothing.
     normalize_cron(args.cron)
     return _run_cli(
