@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -64,17 +65,18 @@ def unavailable_as_error(bucket: str) -> Iterator[None]:
     """Turns a transport failure inside the block into :class:`StorageUnavailableError` naming ``bucket``.
 
     Raises:
-        StorageUnavailableError: ``"GCS bucket 'b' at <endpoint> did not answer within 15 s
-            (<last error>)"``; the original error is its ``__cause__``.
+        StorageUnavailableError: ``"GCS bucket 'b' at <endpoint> did not answer: gave up after
+            16 s of retries with backoff (<last error>)"``; the original error is its ``__cause__``.
     """
+    start = time.monotonic()
     try:
         yield
     except transport_errors() as err:
         cause = getattr(err, "cause", None) or err
         detail = " ".join(str(cause).split())[:300]
         raise StorageUnavailableError(
-            f"GCS bucket {bucket!r} at {gcs_endpoint()} did not answer within {GCS_RETRY_TIMEOUT_S:g} s "
-            f"(retried with backoff): {type(cause).__name__}: {detail}"
+            f"GCS bucket {bucket!r} at {gcs_endpoint()} did not answer: gave up after "
+            f"{time.monotonic() - start:.0f} s of retries with backoff ({type(cause).__name__}: {detail})"
         ) from err
 
 
