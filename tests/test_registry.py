@@ -69,8 +69,9 @@ def stored_files(registry) -> set[str]:
 
 
 def write_raw(registry, rel: str, data: bytes) -> None:
-    """Overwrites one stored file, bypassing the registry (to simulate damage)."""
+    """Overwrites or creates one stored file, bypassing the registry (to simulate damage)."""
     if isinstance(registry, LocalRegistry):
+        os.makedirs(os.path.dirname(os.path.join(registry.root, rel)), exist_ok=True)
         with open(os.path.join(registry.root, rel), "wb") as f:
             f.write(data)
     else:
