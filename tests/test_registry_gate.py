@@ -22,7 +22,8 @@ import pytest
 
 from components.evaluate import decide_blessing
 from components.push import PushSettings, run_push, run_push_step
-from components.registry import ChampionChangedError, GcsRegistry, check_registry, open_registry
+from components.registry import ChampionChangedError, check_registry, open_registry
+from components.registry.gcs_objects import ObjectStore
 from gcs_emulator import gcs_emulator, gcs_registry_uri  # noqa: F401 - pytest fixtures
 from test_registry import METADATA, make_source, stored_files
 
@@ -159,18 +160,18 @@ def test_gcs_withdraws_a_version_whose_swap_lost_to_a_new_champion(gcs_registry_
     registry.push("digits", source, METADATA, alias="prod")  # 1
     registry.push("digits", source, METADATA)  # 2
     other = open_registry(gcs_registry_uri)
-    real_create = GcsRegistry._create_or_fail
+    real_create = ObjectStore.create_or_fail
 
     def create_then_promote(self, name, data, content_type=None):
         real_create(self, name, data, content_type)
         if name.endswith("/3/metadata.json"):
-            assert self.list_versions("digits") == [1, 2, 3]  # published, for this one request
+            assert registry.list_versions("digits") == [1, 2, 3]  # published, for this one request
             other.set_alias("digits", "prod", 2, actor="other-run")
 
-    monkeypatch.setattr(GcsRegistry, "_create_or_fail", create_then_promote)
+    monkeypatch.setattr(ObjectStore, "create_or_fail", create_then_promote)
     with pytest.raises(ChampionChangedError, match="from v1 to v2"):
         registry.push("digits", source, METADATA, alias="prod", actor="late-run", compared_with=1)
-    monkeypatch.setattr(GcsRegistry, "_create_or_fail", real_create)
+    monkeypatch.setattr(ObjectStore, "create_or_fail", real_create)
 
     assert registry.list_versions("digits") == [1, 2]
     assert registry.get_alias("digits", "prod") == 2

@@ -31,10 +31,8 @@ Preconditions hold for uploads sent in one request; GCS also checks them on resu
 
 from __future__ import annotations
 
-import base64
 import datetime
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -56,6 +54,7 @@ from components.registry.backend import (
 )
 from components.registry.base import Registry
 from components.registry.errors import ConcurrentUpdateError, RegistryError
+from components.registry.gcs_objects import ObjectStore
 from components.registry.policy import NAME_RE, VERSION_RE
 from components.registry.records import (
     ALIASES_DIR,
@@ -107,12 +106,8 @@ class GcsRegistry(Registry):
     def __init__(self, bucket: str, prefix: str, client: Any = None, stale_after_s: float = STALE_AFTER_S) -> None:
         prefix = prefix.strip("/")
         super().__init__(f"gs://{bucket}/{prefix}" if prefix else f"gs://{bucket}", stale_after_s)
-        from google.api_core import exceptions as gexc  # noqa: PLC0415 - kept off the import path
-
-        self._gexc = gexc
-        self._client = client if client is not None else storage.gcs_client()
-        self._bucket = self._client.bucket(bucket)
-        self._io = {"retry": storage.gcs_retry(), "timeout": storage.GCS_TIMEOUT_S}
+        self._store = ObjectStore(client if client is not None else storage.gcs_client(), bucket, self.uri)
+        self._client, self._bucket, self._gexc = self._store.client, self._store.bucket, self._store.errors
         self.bucket_name = bucket
         self.prefix = prefix
 
@@ -128,81 +123,12 @@ class GcsRegistry(Registry):
     def _alias_location(self, model: str, alias: str) -> str:
         return f"gs://{self.bucket_name}/{self._name(model, ALIASES_DIR, alias + '.json')}"
 
-    def _list(self, prefix: str, delimiter: str | None = None) -> tuple[list[Any], set[str]]:
-        try:
-            it = self._client.list_blobs(self._bucket, prefix=prefix, delimiter=delimiter, **self._io)
-            blobs = list(it)
-        except self._gexc.NotFound as err:
-            raise RegistryError(f"bucket {self.bucket_name!r} of registry {self.uri} not found") from err
-        return blobs, set(it.prefixes)
-
-    def _children(self, prefix: str) -> list[str]:
-        """Names of the 'folders' directly under ``prefix/``."""
-        base = prefix + "/" if prefix else ""
-        _, prefixes = self._list(base, delimiter="/")
-        return [p[len(base) :].rstrip("/") for p in prefixes]
-
-    def _download_bytes(self, name: str) -> tuple[bytes, int] | None:
-        blob = self._bucket.blob(name)
-        try:
-            data = blob.download_as_bytes(**self._io)
-        except self._gexc.NotFound:
-            return None
-        # The client takes the generation from the download's response headers, so it names
-        # exactly the content read: the right value for a compare-and-swap.
-        return data, blob.generation
-
-    def _delete(self, name: str) -> None:
-        try:
-            self._bucket.blob(name).delete(**self._io)
-        except self._gexc.NotFound:
-            pass  # also a retried delete whose first attempt had succeeded
-
-    def _create(self, name: str, source: str | bytes, content_type: str | None = None) -> bool:
-        """Writes a new object create-only (``if_generation_match=0``).
-
-        Returns:
-            True when this call created it, also when a retried request answered 412 because its
-            first attempt had succeeded (the object holds exactly ``source``); False when the
-            object was there with other content (another writer's).
-        """
-        blob = self._bucket.blob(name)
-        try:
-            if isinstance(source, bytes):
-                blob.upload_from_string(source, content_type=content_type or "application/octet-stream",
-                                        if_generation_match=0, **self._io)
-            else:
-                blob.upload_from_filename(source, if_generation_match=0, **self._io)
-            return True
-        except self._gexc.PreconditionFailed:
-            return self._holds(name, source)
-
-    def _holds(self, name: str, source: str | bytes) -> bool:
-        """Whether object ``name`` exists with exactly the bytes of ``source`` (compared by MD5)."""
-        found = self._bucket.get_blob(name, **self._io)
-        if found is None:
-            return False
-        digest = hashlib.md5(usedforsecurity=False)
-        if isinstance(source, bytes):
-            digest.update(source)
-        else:
-            with open(source, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(chunk)
-        return found.md5_hash == base64.b64encode(digest.digest()).decode("ascii")
-
-    def _create_or_fail(self, name: str, source: str | bytes, content_type: str | None = None) -> None:
-        if not self._create(name, source, content_type):
-            raise ConcurrentUpdateError(
-                f"gs://{self.bucket_name}/{name} was written by another writer while this one owned it"
-            )
-
     def _list_model_names(self) -> list[str]:
-        return [n for n in self._children(self.prefix) if NAME_RE.fullmatch(n)]
+        return [n for n in self._store.children(self.prefix) if NAME_RE.fullmatch(n)]
 
     def _objects_by_version(self, model: str) -> dict[int, list[Any]]:
         """Every object under ``<model>/<N>/``, by N."""
-        blobs, _ = self._list(self._name(model) + "/")
+        blobs, _ = self._store.list(self._name(model) + "/")
         pattern = re.compile(re.escape(self._name(model)) + r"/([0-9]+)/(.+)")
         found: dict[int, list[Any]] = {}
         for blob in blobs:
@@ -222,17 +148,17 @@ class GcsRegistry(Registry):
         return found
 
     def _version_complete(self, model: str, version: int) -> bool:
-        return self._bucket.blob(self._name(model, str(version), METADATA_FILE)).exists(**self._io)
+        return self._bucket.blob(self._name(model, str(version), METADATA_FILE)).exists(**self._store.io)
 
     def _read_metadata(self, model: str, version: int) -> bytes | None:
-        got = self._download_bytes(self._name(model, str(version), METADATA_FILE))
+        got = self._store.download(self._name(model, str(version), METADATA_FILE))
         return None if got is None else got[0]
 
     def _put_file(self, source: str | bytes, dest: str) -> None:
         # Create-only: nobody else may write into a reserved version. Small files go up in one
         # request, where the precondition holds (resumable uploads over 8 MiB are also checked by
         # GCS itself, but not by fake-gcs-server).
-        self._create_or_fail(dest, source)
+        self._store.create_or_fail(dest, source)
 
     def _reserve_version(self, model: str) -> int:
         version = 0
@@ -241,11 +167,11 @@ class GcsRegistry(Registry):
         for _ in range(MAX_VERSION_ATTEMPTS):
             # Numbers are taken by version folders (complete or not, including any pushed by other
             # tools) and by reservation markers of pushes still uploading.
-            taken = [int(n) for n in self._children(self._name(model)) if VERSION_RE.fullmatch(n)]
-            markers, _ = self._list(self._name(model, GCS_RESERVED_DIR) + "/")
+            taken = [int(n) for n in self._store.children(self._name(model)) if VERSION_RE.fullmatch(n)]
+            markers, _ = self._store.list(self._name(model, GCS_RESERVED_DIR) + "/")
             taken += [int(n) for b in markers if VERSION_RE.fullmatch(n := b.name.rsplit("/", 1)[-1])]
             version = max([version, *taken]) + 1
-            if self._create(self._name(model, GCS_RESERVED_DIR, str(version)), token, "text/plain"):
+            if self._store.create(self._name(model, GCS_RESERVED_DIR, str(version)), token, "text/plain"):
                 return version
         raise ConcurrentUpdateError(
             f"push of model {model!r}: no free version number after {MAX_VERSION_ATTEMPTS} attempts "
@@ -264,7 +190,7 @@ class GcsRegistry(Registry):
 
         def publish() -> None:
             if not published:
-                self._create_or_fail(meta, data, "application/json")
+                self._store.create_or_fail(meta, data, "application/json")
                 published.append(meta)
 
         try:
@@ -303,7 +229,7 @@ class GcsRegistry(Registry):
         # so a later push never sees a half-deleted folder as its own.
         for name in [*uploaded, self._name(model, GCS_RESERVED_DIR, str(version))]:
             try:
-                self._delete(name)
+                self._store.delete(name)
             except Exception as err:  # noqa: BLE001 - the push's own error is the one raised
                 logger.warning(
                     "failed push of model %r: could not delete gs://%s/%s: %s", model, self.bucket_name, name, err
@@ -341,7 +267,7 @@ class GcsRegistry(Registry):
         return (datetime.datetime.now(datetime.timezone.utc) - newest).total_seconds()
 
     def _remove_partial(self, model: str, version: int) -> bool:
-        blobs, _ = self._list(self._name(model, str(version)) + "/")
+        blobs, _ = self._store.list(self._name(model, str(version)) + "/")
         if not blobs:
             return True
         if any(b.name == self._name(model, str(version), METADATA_FILE) for b in blobs):
@@ -349,7 +275,7 @@ class GcsRegistry(Registry):
         if self._age_s(blobs) < self.stale_after_s:
             return False  # its push is alive after all
         for blob in blobs:
-            self._delete(blob.name)
+            self._store.delete(blob.name)
         return True
 
     def _download(self, model: str, version: int, dest_dir: str) -> str:
@@ -358,7 +284,7 @@ class GcsRegistry(Registry):
             raise ValueError(f"download dest_dir {dest_dir!r} is not empty")
         os.makedirs(dest_dir, exist_ok=True)
         base = self._name(model, str(version)) + "/"
-        blobs, _ = self._list(base)
+        blobs, _ = self._store.list(base)
         for blob in blobs:
             rel = blob.name[len(base) :]
             if not rel or rel.endswith("/"):
@@ -369,41 +295,34 @@ class GcsRegistry(Registry):
                     f"object gs://{self.bucket_name}/{blob.name} would land outside {dest_dir}"
                 )
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            blob.download_to_filename(target, **self._io)
+            blob.download_to_filename(target, **self._store.io)
         return dest_dir
 
     def _list_alias_names(self, model: str) -> list[str]:
         base = self._name(model, ALIASES_DIR) + "/"
-        blobs, _ = self._list(base, delimiter="/")
+        blobs, _ = self._store.list(base, delimiter="/")
         names = [b.name[len(base) :] for b in blobs]
         return alias_names(names)
 
     def _read_alias(self, model: str, alias: str) -> bytes | None:
-        got = self._download_bytes(self._name(model, ALIASES_DIR, f"{alias}.json"))
+        got = self._store.download(self._name(model, ALIASES_DIR, f"{alias}.json"))
         return None if got is None else got[0]
 
     def _update_alias(self, model: str, alias: str, move: Callable[[dict | None], dict]) -> dict:
         name = self._name(model, ALIASES_DIR, f"{alias}.json")
         location = self._alias_location(model, alias)
         for attempt in range(MAX_CAS_ATTEMPTS):
-            got = self._download_bytes(name)
+            got = self._store.download(name)
             if got is None:
                 current, generation = None, 0  # generation 0: "only if the object does not exist"
             else:
                 current, generation = parse_alias(got[0], model, alias, location), got[1]
             doc = apply_move(model, alias, current, move(current))
-            try:
-                self._bucket.blob(name).upload_from_string(
-                    alias_bytes(doc), content_type="application/json", if_generation_match=generation, **self._io
-                )
-            except self._gexc.PreconditionFailed:
-                if self._committed(name, model, alias, doc):
-                    break  # a retried request whose first attempt had swapped: it is ours
-                # Someone else moved the alias in between: re-read and re-apply. Jitter keeps
-                # the same writers from colliding in lockstep.
-                time.sleep(random.uniform(0, min(0.2, 0.005 * 2 ** min(attempt, 6))))
-                continue
-            break
+            if self._store.swap(name, alias_bytes(doc), generation) or self._committed(name, model, alias, doc):
+                break  # swapped, possibly by a retried request whose first attempt had succeeded
+            # Someone else moved the alias in between: re-read and re-apply. Jitter keeps the
+            # same writers from colliding in lockstep.
+            time.sleep(random.uniform(0, min(0.2, 0.005 * 2 ** min(attempt, 6))))
         else:
             raise ConcurrentUpdateError(
                 f"alias {alias!r} of model {model!r}: gave up after {MAX_CAS_ATTEMPTS} concurrent updates "
@@ -416,7 +335,7 @@ class GcsRegistry(Registry):
 
     def _committed(self, name: str, model: str, alias: str, doc: dict) -> bool:
         """Whether the alias object's latest move is the one of ``doc`` (same event id)."""
-        got = self._download_bytes(name)
+        got = self._store.download(name)
         if got is None:
             return False
         history = parse_alias(got[0], model, alias, self._alias_location(model, alias))["history"]
@@ -426,24 +345,23 @@ class GcsRegistry(Registry):
         # One object per event, create-only: no writer ever rewrites another's event, so there
         # is nothing to lose under concurrency (GCS has no append).
         name = self._name(model, AUDIT_DIR, f"{event['id']}.json")
-        self._create_or_fail(name, (json.dumps(event, sort_keys=True) + "\n").encode("utf-8"), "application/json")
+        self._store.create_or_fail(name, (json.dumps(event, sort_keys=True) + "\n").encode("utf-8"), "application/json")
 
     def _read_audit(self, model: str) -> list[dict]:
-        blobs, _ = self._list(self._name(model, AUDIT_DIR) + "/", delimiter="/")
+        blobs, _ = self._store.list(self._name(model, AUDIT_DIR) + "/", delimiter="/")
         events = []
         for blob in sorted(blobs, key=lambda b: b.name):
             if not blob.name.endswith(".json"):
                 continue
-            events.append(parse_event(blob.download_as_bytes(**self._io), f"gs://{self.bucket_name}/{blob.name}"))
+            events.append(parse_event(blob.download_as_bytes(**self._store.io), f"gs://{self.bucket_name}/{blob.name}"))
         return events
 
     def _config_location(self) -> str:
         return f"gs://{self.bucket_name}/{self._name(CONFIG_FILE)}"
 
     def _read_config(self) -> bytes | None:
-        got = self._download_bytes(self._name(CONFIG_FILE))
+        got = self._store.download(self._name(CONFIG_FILE))
         return None if got is None else got[0]
 
     def _write_config(self, data: bytes) -> None:
-        # Last writer wins, so repeating the request is harmless.
-        self._bucket.blob(self._name(CONFIG_FILE)).upload_from_string(data, content_type="application/json", **self._io)
+        self._store.put(self._name(CONFIG_FILE), data)
