@@ -229,7 +229,7 @@ def run_local(
             if docker is not None and os.path.exists(error_file):
                 os.remove(error_file)
     out = task.outputs
-    pushed, not_pushed = pushed_output(out["pushed"], bool(out["blessed"]), out["reason"])
+    pushed, not_pushed = pushed_output(out["pushed"], out["reason"])
     return LocalRunResult(
         status="succeeded",
         blessed=bool(out["blessed"]),
@@ -244,13 +244,13 @@ def run_local(
     )
 
 
-def pushed_output(output: str, blessed: bool, reason: str) -> tuple[dict | None, str | None]:
+def pushed_output(output: str, reason: str) -> tuple[dict | None, str | None]:
     """The pipeline's ``pushed`` output as ``(pushed, not_pushed)``.
 
     Args:
         output: The push step's JSON (``components.push.run_push_step``), or ``""`` from the
             not-blessed branch.
-        blessed, reason: The evaluation's blessing and its reason.
+        reason: The evaluation's reason (why it was or was not blessed).
 
     Returns:
         ``({"model", "version", "uri", "alias"}, None)`` when a version was pushed; else
@@ -258,8 +258,8 @@ def pushed_output(output: str, blessed: bool, reason: str) -> tuple[dict | None,
         or ``"not blessed: <reason>"``.
     """
     done = json.loads(output) if output else None
-    if done and done.get("version") is not None:
-        return done, None
-    if done and done.get("not_pushed"):
+    if done is None:
+        return None, f"not blessed: {reason}"
+    if done.get("version") is None:
         return None, done["not_pushed"]
-    return None, f"not blessed: {reason}" if not blessed else "nothing to push"
+    return done, None

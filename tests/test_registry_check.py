@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import tempfile
 import time
 
 import pytest
@@ -20,6 +21,15 @@ from test_registry import METADATA, SAVED_MODEL_FILES, make_source, stored_files
 from test_registry_gate import snapshot
 
 BLESSED = {**METADATA, "blessing": {"blessed": True, "reason": "test"}}
+
+
+@pytest.fixture(autouse=True)
+def system_temp(tmp_path, monkeypatch):
+    """A system temporary folder of the test's own: ``models check`` searches it for old staging."""
+    folder = tmp_path / "system-temp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
 
 
 @pytest.fixture(params=["local", "gcs"])

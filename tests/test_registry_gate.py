@@ -201,7 +201,8 @@ def test_the_push_step_reports_a_changed_champion_and_run_local_says_so(registry
     assert result == {"model": "digits", "version": None, "uri": None, "alias": "prod",
                       "not_pushed": "the champion changed from v1 to v2 since evaluation"}
     assert snapshot(registry) == before
-    pushed, not_pushed = pushed_output(json.dumps(result), True, "clears the floor")
+    pushed, not_pushed = pushed_output(json.dumps(result), "clears the floor")
+    assert pushed_output("", "accuracy 0.2 is below the floor 0.5") == (None, "not blessed: accuracy 0.2 is below the floor 0.5")
     assert (pushed, not_pushed) == (None, "the champion changed from v1 to v2 since evaluation")
     capsys.readouterr()
     _print_result({"metrics": {"accuracy": 0.7, "macro_f1": 0.7}, "blessed": True, "reason": "clears the floor",
@@ -305,3 +306,27 @@ def test_overlapping_runs_never_let_a_worse_model_replace_a_better_one(registry,
           f"{len(pushed)} pushed, {len(refused)} refused because the champion changed ({len(worse)} of them worse than "
           f"the new champion), {WORKERS * ROUNDS - len(pushed) - len(refused)} not blessed; audit check: "
           f"{len(checked)} of {len(events)} alias moves compared against the alias's previous version")
+
+
+@pytest.mark.reliability("faults")
+def test_a_version_whose_alias_write_failed_is_withdrawn(tmp_path, source, monkeypatch):
+    """Local: the version is renamed into place under the alias lock, then the alias file is
+    written; when that write fails (a full disk), nothing points at the version, so it goes."""
+    from components.registry import local
+
+    registry = open_registry(str(tmp_path / "registry"))
+    registry.push("digits", source, METADATA, alias="prod")  # 1
+    before = snapshot(registry)
+    real_write = local._write_file_atomic
+
+    def write(path, data):
+        if path.endswith(os.path.join("aliases", "prod.json")):
+            raise OSError(28, f"No space left on device (simulated): {path}")
+        real_write(path, data)
+
+    monkeypatch.setattr(local, "_write_file_atomic", write)
+    with pytest.raises(OSError, match=r"No space left on device \(simulated\): .*aliases/prod.json"):
+        registry.push("digits", source, METADATA, alias="prod", compared_with=1)
+    monkeypatch.setattr(local, "_write_file_atomic", real_write)
+    assert snapshot(registry) == before  # version 2 withdrawn; no trash or temporary folder left
+    assert registry.push("digits", source, METADATA, alias="prod", compared_with=1).version == 2

@@ -249,10 +249,9 @@ class GcsRegistry(Registry):
         if model is None:
             return []  # settings are written in one request; nothing is left at the root
         found = []
-        complete = set(self._list_versions(model))
         for version, blobs in sorted(self._objects_by_version(model).items()):
-            if version in complete:
-                continue
+            if any(b.name == self._name(model, str(version), METADATA_FILE) for b in blobs):
+                continue  # complete
             in_use = self._age_s(blobs) < self.stale_after_s
             found.append(Leftover(
                 "partial version", f"{self._version_uri(model, version)}/ ({len(blobs)} objects, no {METADATA_FILE})",

@@ -3,6 +3,7 @@
 Found in a model folder (``model_leftovers``):
     * ``.tmp-<hex>/`` with its lease ``.tmp-<hex>.lease``: a push's copy. Stale once its lease
       can be taken (the push is gone); removed under that lease (``leases.claim``).
+    * ``.trash-<N>-<hex>/``: a withdrawn version whose removal was cut short.
     * ``aliases/.<alias>.lock`` of an alias that was never set: a stale lock (a refused first
       move, or an older version's rollback of an unset alias). Removed while held, after checking
       that the alias is still unset.
@@ -20,13 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 from collections.abc import Callable
 
 from components.registry import leases
 from components.registry.backend import Leftover
 from components.registry.policy import NAME_RE
-from components.registry.records import ALIASES_DIR, AUDIT_FILE, CONFIG_FILE, TMP_PREFIX
+from components.registry.records import ALIASES_DIR, AUDIT_FILE, CONFIG_FILE, TMP_PREFIX, TRASH_PREFIX
 
 LOCK_SUFFIX = ".lock"
 
@@ -92,6 +94,12 @@ def model_leftovers(model_dir: str) -> list[Leftover]:
     """
     found = []
     names = _listdir(model_dir)
+    for name in names:
+        if name.startswith(TRASH_PREFIX):
+            # A withdrawn version renamed away, whose removal was cut short (it is never in use:
+            # the remover deletes it at once after the rename).
+            trash = os.path.join(model_dir, name)
+            found.append(Leftover("temporary folder", trash, False, lambda trash=trash: _rmtree(trash)))
     stems = sorted({leases.leased_folder_of(n) for n in names if n.startswith(TMP_PREFIX)})
     for stem in stems:
         folder = os.path.join(model_dir, stem)
@@ -150,6 +158,12 @@ def root_leftovers(root: str, stale_after_s: float) -> list[Leftover]:
                 continue
             found.append(Leftover("temporary file", path, age < stale_after_s, lambda path=path: _unlink(path)))
     return found
+
+
+def _rmtree(path: str) -> bool:
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(path)
+    return True
 
 
 def _unlink(path: str) -> bool:
