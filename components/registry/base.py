@@ -132,6 +132,15 @@ class Registry(RegistryReader):
         logger.info("pushed model %r version %d to %s", model, version, self.uri)
         return ModelVersion(model=model, version=version, uri=self._version_uri(model, version))
 
+    def _points_at(self, model: str, alias: str, version: int) -> bool:
+        """Whether the alias points at ``version``, after a push failed: True when that cannot be
+        read, so that a version that may be in use is kept."""
+        try:
+            return self.get_alias(model, alias) == version
+        except Exception as err:  # noqa: BLE001 - the push's own error is the one raised
+            logger.warning("could not read alias %r of model %r after a failed push: %s", alias, model, err)
+            return True
+
     @staticmethod
     def _push_move(model: str, alias: str, actor: str | None, compared_with: int | None | _Ungated) -> AliasMove:
         gated = not isinstance(compared_with, _Ungated)

@@ -216,14 +216,6 @@ class GcsRegistry(Registry):
             self._cleanup_failed_push(model, version, [*published, *uploaded])
             raise
 
-    def _points_at(self, model: str, alias: str, version: int) -> bool:
-        """Whether the alias points at ``version``; True when that cannot be read (keep the version)."""
-        try:
-            return self.get_alias(model, alias) == version
-        except Exception as err:  # noqa: BLE001 - the push's own error is the one raised
-            logger.warning("could not read alias %r of model %r after a failed push: %s", alias, model, err)
-            return True
-
     def _cleanup_failed_push(self, model: str, version: int, uploaded: list[str]) -> None:
         # Files first, marker last: while the marker exists no other push can take this number,
         # so a later push never sees a half-deleted folder as its own.

@@ -143,14 +143,6 @@ class LocalRegistry(Registry):
             _remove_empty(created)
             raise
 
-    def _points_at(self, model: str, alias: str, version: int) -> bool:
-        """Whether the alias points at ``version``; True when that cannot be read (keep the version)."""
-        try:
-            return self.get_alias(model, alias) == version
-        except Exception as err:  # noqa: BLE001 - the push's own error is the one raised
-            logger.warning("could not read alias %r of model %r after a failed push: %s", alias, model, err)
-            return True
-
     def _withdraw(self, model: str, version: int) -> None:
         """Removes a version published by a push whose alias move then failed: nothing points at it."""
         folder = self._version_uri(model, version)
