@@ -1,6 +1,6 @@
 """The ``kfp-finetune`` command line (also ``python -m pipelines``).
 
-Commands: compile, run-local, demo, submit, schedule, models (list/describe/promote/rollback),
+Commands: compile, run-local, demo, submit, schedule, models (list/describe/promote/rollback/check/...),
 predict. Each command function is wrapped by ``pipelines.errors.command``: an error prints one
 ``error: ...`` line on stderr and exits 1 (a failed run) or 2 (bad input). ``run-local``,
 ``submit`` and ``schedule`` take the pipeline parameters alike (``pipelines.params``).

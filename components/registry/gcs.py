@@ -222,6 +222,12 @@ class GcsRegistry(Registry):
         for name in [*uploaded, self._name(model, GCS_RESERVED_DIR, str(version))]:
             try:
                 self._store.delete(name)
+            except storage.transport_errors() as err:
+                # The endpoint is gone: each further delete would wait out its own retries. What is
+                # left is a partial version, which the next push or `models check --repair` removes.
+                logger.warning("failed push of model %r: gs://%s unreachable, leaving %s: %s",
+                               model, self.bucket_name, self._version_uri(model, version), err)
+                return
             except Exception as err:  # noqa: BLE001 - the push's own error is the one raised
                 logger.warning(
                     "failed push of model %r: could not delete gs://%s/%s: %s", model, self.bucket_name, name, err
