@@ -783,10 +783,11 @@ def run_evaluate(
 
     Returns:
         What ``evaluation.json`` holds: ``{"metrics": compute_metrics(...), "class_names",
-        "blessed", "reason", "champion", "diagnosis"}``. ``champion`` is None or
-        ``score_champion``'s block without the per-example predictions, plus ``paired_test``
-        (the fields of ``PairedTest``) when compared. ``diagnosis`` is ``diagnose_fit``'s result
-        or None.
+        "blessed", "reason", "champion", "champion_version", "diagnosis"}``. ``champion`` is None
+        or ``score_champion``'s block without the per-example predictions, plus ``paired_test``
+        (the fields of ``PairedTest``) when compared. ``champion_version`` is the version the
+        alias pointed at when read (None: unset, or no registry/alias given), which the push
+        step's gate requires to be unchanged. ``diagnosis`` is ``diagnose_fit``'s result or None.
 
     Raises:
         ValueError: empty test split, a ``training`` without a usable ``history`` (see
@@ -830,6 +831,8 @@ def run_evaluate(
         "blessed": blessing.blessed,
         "reason": reason,
         "champion": champion,
+        # What the push's gate checks: the alias must still point here (None: it was unset).
+        "champion_version": None if champion is None else champion["version"],
         "diagnosis": diagnosis,
     }
 

@@ -174,7 +174,9 @@ def push(
 ) -> str:
     """Publishes the blessed model as a new registry version; returns it as JSON.
 
-    The parameters are the fields of ``components.push.PushSettings`` plus the run's id.
+    The parameters are the fields of ``components.push.PushSettings`` plus the run's id. When
+    the champion changed since the evaluation, nothing is published and the JSON has
+    ``"version": null`` and ``not_pushed`` (``run_push_step``).
     """
     import json
 

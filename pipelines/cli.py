@@ -1,7 +1,7 @@
 """The ``kfp-finetune`` command line (also ``python -m pipelines``).
 
 Commands: compile, run-local, demo, submit, schedule, runs (list/get/cancel), schedules
-(list/pause/resume/delete), models (list/describe/promote/rollback), predict. Each command
+(list/pause/resume/delete), models (list/describe/promote/rollback/check/...), predict. Each command
 function is wrapped by ``pipelines.errors.command``: an error prints one ``error: ...`` line on
 stderr and exits 1 (a failed run) or 2 (bad input). ``run-local``, ``submit`` and ``schedule``
 take the pipeline parameters alike (``pipelines.params``).
@@ -38,6 +38,8 @@ def _print_result(summary: dict[str, Any]) -> None:
     pushed = summary.get("pushed")
     if pushed:
         print(f"pushed: model {pushed['model']!r} version {pushed['version']} at {pushed['uri']}, alias {pushed['alias']!r}")
+    elif summary.get("not_pushed"):
+        print(f"not pushed: {summary['not_pushed']}")
     else:
         print("pushed: nothing")
     print(f"run outputs: {summary['run_dir']}")
@@ -57,13 +59,14 @@ def _compile(args: argparse.Namespace) -> int:
 @errors.command
 def _run_local(args: argparse.Namespace) -> int:
     from components.image import COMPONENT_IMAGE
-    from pipelines.local import PipelineRunError, check_settings, run_local
+    from pipelines.local import PipelineRunError, check_output_locations, check_settings, run_local
     from pipelines.profiles import load_profile
 
     arguments = params.params_from_args(args)
     profile = load_profile(args.profile) if args.profile else None
     docker = docker_runner.options_from_args(args, (profile.image if profile else None) or COMPONENT_IMAGE)
     check_settings(arguments, docker)
+    check_output_locations(arguments, args.pipeline_root, args.summary, docker)
     try:
         result = run_local(arguments, args.pipeline_root, package_path=args.package, docker=docker, profile=profile)
     except PipelineRunError as e:

@@ -50,16 +50,20 @@ class LocalRunResult:
     pipeline_root: str
     run_dir: str | None
     seconds: float
+    not_pushed: str | None = None
 
     def summary(self) -> dict[str, Any]:
         """``status``, ``metrics`` (accuracy, macro_f1), ``blessed``, ``reason``, ``pushed``
-        (model, version, uri, alias, or None), ``pipeline_root``, ``run_dir``, ``seconds``."""
+        (model, version, uri, alias, or None), ``not_pushed`` (why nothing was pushed: the
+        blessing's reason, or "the champion changed from vN to vM since evaluation"; None when
+        pushed), ``pipeline_root``, ``run_dir``, ``seconds``."""
         return {
             "status": self.status,
             "metrics": {"accuracy": self.accuracy, "macro_f1": self.macro_f1},
             "blessed": self.blessed,
             "reason": self.reason,
             "pushed": self.pushed,
+            "not_pushed": self.not_pushed,
             "pipeline_root": self.pipeline_root,
             "run_dir": self.run_dir,
             "seconds": self.seconds,
@@ -158,6 +162,30 @@ def check_profile_locally(profile: Profile, docker: DockerOptions | None) -> Non
         if not os.path.isfile(docker_runner.host_path(key_file, docker)):
             raise FileNotFoundError(f"profile {profile.name}: the GCS key {key_file} is not on the host at "
                                     f"{docker_runner.host_path(key_file, docker)!r}")
+def check_output_locations(
+    params: dict[str, Any], pipeline_root: str, summary: str | None = None, docker: DockerOptions | None = None
+) -> None:
+    """Refuses, before a run starts, any output location inside the registry or the input data.
+
+    The outputs are the pipeline root, the ``--summary`` file and ``checkpoint_dir``; the
+    protected locations are ``registry_uri`` and ``data_uri`` (see ``components.locations``).
+
+    Args:
+        params: Pipeline parameters.
+        pipeline_root: The run's pipeline root.
+        summary: The ``--summary`` file, if any.
+        docker: The Docker runner's options, if it runs the steps: container paths in ``params``
+            are then compared where they lie on the host.
+
+    Raises:
+        ValueError: An output inside a protected location; the message names both.
+    """
+    from components.locations import check_run_outputs
+
+    check_run_outputs(
+        params, {"--pipeline-root": pipeline_root, "--summary": summary or ""},
+        (lambda path: docker_runner.host_path(path, docker)) if docker is not None else str,
+    )
 
 
 def _remove_empty_folders(root: str) -> None:
@@ -189,7 +217,8 @@ def run_local(
     Raises:
         PipelineRunError: a step failed; the message is ``step <name> failed: <Error>: <message>``.
         ValueError: ``pipeline_root`` is a remote URI (kfp.local would write a local folder
-            literally named ``gs:``: kfp 2.17.3 does not write to object storage); under the
+            literally named ``gs:``: kfp 2.17.3 does not write to object storage), or it or
+            ``checkpoint_dir`` lies inside the registry or the input data; under the
             Docker runner, a local path parameter the containers cannot see, or a missing image;
             a profile given with ``package_path``, or a profile setting no local runner honours.
         PermissionError: under the Docker runner, a pipeline root the containers cannot write.
@@ -203,6 +232,7 @@ def run_local(
         if package_path is not None:
             raise ValueError("a profile applies when compiling; it cannot change a compiled --package")
         check_profile_locally(profile, docker)
+    check_output_locations(params, pipeline_root, docker=docker)
     pipeline_root = os.path.abspath(pipeline_root)
     os.makedirs(pipeline_root, exist_ok=True)
     if docker is not None:
@@ -252,7 +282,7 @@ def run_local(
             if docker is not None and os.path.exists(error_file):
                 os.remove(error_file)
     out = task.outputs
-    pushed = json.loads(out["pushed"]) if out["pushed"] else None
+    pushed, not_pushed = pushed_output(out["pushed"], out["reason"])
     return LocalRunResult(
         status="succeeded",
         blessed=bool(out["blessed"]),
@@ -263,4 +293,26 @@ def run_local(
         pipeline_root=pipeline_root,
         run_dir=_latest_run_dir(pipeline_root, before),
         seconds=round(time.perf_counter() - start, 1),
+        not_pushed=not_pushed,
     )
+
+
+def pushed_output(output: str, reason: str) -> tuple[dict | None, str | None]:
+    """The pipeline's ``pushed`` output as ``(pushed, not_pushed)``.
+
+    Args:
+        output: The push step's JSON (``components.push.run_push_step``), or ``""`` from the
+            not-blessed branch.
+        reason: The evaluation's reason (why it was or was not blessed).
+
+    Returns:
+        ``({"model", "version", "uri", "alias"}, None)`` when a version was pushed; else
+        ``(None, why)``: the push step's ``not_pushed`` (the champion changed since evaluation),
+        or ``"not blessed: <reason>"``.
+    """
+    done = json.loads(output) if output else None
+    if done is None:
+        return None, f"not blessed: {reason}"
+    if done.get("version") is None:
+        return None, done["not_pushed"]
+    return done, None

@@ -10,6 +10,7 @@ Subcommands (each takes ``--registry-uri URI``, a local folder or ``gs://bucket/
     models audit    --model NAME [--alias ENV]
     models env-order [--set dev,staging,prod]
     models export-serving --model NAME --alias ENV --base-path DIR [--keep N]
+    models check    [--repair] [--stale-after SECONDS]
 
 ``promote`` applies the promotion policy (``components.registry.check_promotion``): the version
 must be blessed and must have been in the environment before ``--to`` in the registry's
@@ -17,7 +18,12 @@ environment order (``<registry>/registry.json``, default dev -> staging -> prod)
 overrides it and needs ``--reason``; both are recorded. Every alias move (push, promote,
 rollback) is in the model's audit log, which ``audit`` prints.
 
-Exit codes: 0 on success; 2 on a registry error, a refused promotion or a bad value, with one
+``check`` reports damaged versions, aliases and audit logs, and what killed or failed writers
+left behind, which ``--repair`` removes (``components.registry.check``); ``list`` marks damaged
+versions.
+
+Exit codes: 0 on success; 1 when ``check`` leaves a problem (damage, or a stale leftover not
+removed); 2 on a registry error, a refused promotion or a bad value, with one
 ``error: ...`` line on stderr (``pipelines.errors``). The actor recorded for promote/rollback is ``--actor``, else the
 ``USER`` environment variable (read when the command runs), else ``"unknown"``.
 """
@@ -34,6 +40,7 @@ from components import registry
 from pipelines import errors
 
 EXIT_OK = 0
+EXIT_PROBLEMS = errors.EXIT_FAILED
 
 
 def add_parser(subparsers: Any) -> None:
@@ -108,6 +115,19 @@ def add_parser(subparsers: Any) -> None:
     export.add_argument("--keep", type=int, metavar="N",
                         help="keep at most N numbered folders, the exported one included (default: all up to it)")
 
+    check = leaf(
+        "check",
+        "Report damaged versions, aliases and audit logs, and what killed or failed pushes left behind "
+        "(temporary folders, partial uploads, stale locks). Safe while pushes run. Exit status 1 while a "
+        "problem remains.",
+        _check,
+    )
+    check.add_argument("--repair", action="store_true",
+                       help="remove the stale leftovers (never a version, alias or audit entry)")
+    check.add_argument("--stale-after", type=float, default=registry.STALE_AFTER_S, metavar="SECONDS",
+                       help="age after which a leftover no lock can vouch for (a GCS partial upload, an older "
+                            "push step's staging folder) counts as stale (default: %(default)g)")
+
 
 def _actor(args: argparse.Namespace) -> str:
     return getattr(args, "actor", None) or os.environ.get("USER") or "unknown"
@@ -142,14 +162,16 @@ def _open_existing(args: argparse.Namespace) -> registry.Registry:
 
 
 def _list(args: argparse.Namespace) -> int:
-    """``models list``: JSON ``{"registry_uri", "models": [{"model", "versions", "aliases"}]}``.
+    """``models list``: JSON ``{"registry_uri", "models": [{"model", "versions", "aliases", "damaged"}]}``.
 
-    A local registry folder that does not exist is an error (most often a mistyped path); an
-    existing, empty one lists no models.
+    ``damaged`` lists ``{"version", "problem"}`` for each listed version that ``models check``
+    finds damaged (``components.registry.damaged_versions``). A local registry folder that does
+    not exist is an error (most often a mistyped path); an existing, empty one lists no models.
     """
     model_registry = _open_existing(args)
     models = [
-        {"model": m, "versions": model_registry.list_versions(m), "aliases": model_registry.list_aliases(m)}
+        {"model": m, "versions": model_registry.list_versions(m), "aliases": model_registry.list_aliases(m),
+         "damaged": [{"version": v, "problem": p} for v, p in sorted(registry.damaged_versions(model_registry, m).items())]}
         for m in model_registry.list_models()
     ]
     if args.json:
@@ -158,9 +180,12 @@ def _list(args: argparse.Namespace) -> int:
     if not models:
         print(f"no models in {model_registry.uri}")
     for entry in models:
+        damaged = {d["version"] for d in entry["damaged"]}
         print(entry["model"])
-        print(f"  versions: {', '.join(str(v) for v in entry['versions'])}")
+        print(f"  versions: {', '.join(str(v) + (' (DAMAGED)' if v in damaged else '') for v in entry['versions'])}")
         print(f"  aliases:  {_format_aliases(entry['aliases'])}")
+        for d in entry["damaged"]:
+            print(f"  damaged version {d['version']}: {d['problem']}")
     return EXIT_OK
 
 
@@ -294,3 +319,31 @@ def _export_serving(args: argparse.Namespace) -> int:
     print(f"{how} {done.model} version {done.version} ({done.alias}) at {done.path}; "
           f"removed: {removed}; versions in base path: {', '.join(map(str, done.kept))}")
     return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    """``models check``: JSON ``{"registry_uri", "findings": [Finding fields], "problems": n}``.
+
+    Returns ``EXIT_PROBLEMS`` (1) while a finding is a problem (see ``Finding.is_problem``).
+    """
+    import dataclasses
+    import tempfile
+
+    if args.stale_after < 0:
+        raise ValueError(f"invalid --stale-after {args.stale_after:g}: use seconds >= 0")
+    model_registry = _open_existing(args)
+    model_registry.stale_after_s = args.stale_after
+    findings = registry.check_registry(model_registry, repair=args.repair, temp_dir=tempfile.gettempdir())
+    problems = sum(f.is_problem for f in findings)
+    if args.json:
+        _print_json({"registry_uri": model_registry.uri, "problems": problems,
+                     "findings": [{**dataclasses.asdict(f), "is_problem": f.is_problem} for f in findings]})
+        return EXIT_PROBLEMS if problems else EXIT_OK
+    for f in findings:
+        what = f.kind if not f.leftover or f.in_use or f.removed else f"stale {f.kind}"
+        print(f"{what}: {f.location}: {f.problem}")
+    removed = sum(f.removed for f in findings)
+    verdict = "no problems" if not problems else f"{problems} problem(s)"
+    hint = "; run with --repair to remove the stale leftovers" if any(f.leftover and f.is_problem for f in findings) else ""
+    print(f"{model_registry.uri}: {verdict}" + (f", {removed} leftover(s) removed" if removed else "") + hint)
+    return EXIT_PROBLEMS if problems else EXIT_OK

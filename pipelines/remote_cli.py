@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+from components.locations import check_run_outputs
 from pipelines import errors, remote
 from pipelines.cron import normalize_cron
 from pipelines.kfp_api import add_connection_arguments
@@ -145,6 +146,7 @@ def _run_cli(args: argparse.Namespace, action: Callable[[str], dict[str, Any]], 
 @errors.command
 def _submit_cli(args: argparse.Namespace) -> int:
     arguments = params_from_args(args)
+    check_run_outputs(arguments)
     profile = _load_profile(args)
     shared = _cluster_kwargs(args, profile, arguments)
     return _run_cli(
@@ -159,6 +161,7 @@ def _submit_cli(args: argparse.Namespace) -> int:
 @errors.command
 def _schedule_cli(args: argparse.Namespace) -> int:
     arguments = params_from_args(args)
+    check_run_outputs(arguments)
     # Validated before compiling so a typo costs nothing.
     normalize_cron(args.cron)
     profile = _load_profile(args)

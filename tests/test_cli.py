@@ -78,11 +78,12 @@ def _fake_run_local(monkeypatch, calls: list):
 def test_run_local_takes_param_like_submit(tmp_path, monkeypatch, capsys):
     calls: list = []
     _fake_run_local(monkeypatch, calls)
-    code = main(["run-local", "--param", f"data_uri={tmp_path}", "--registry-uri", str(tmp_path / "reg"),
+    # The data folder beside the pipeline root: a root inside the input data is refused.
+    code = main(["run-local", "--param", f"data_uri={tmp_path / 'data'}", "--registry-uri", str(tmp_path / "reg"),
                  "--param", "epochs=3", "--nesterov", "true", "--pipeline-root", str(tmp_path / "root")])
     assert code == 0, capsys.readouterr().err
     [call] = calls
-    assert call["params"] == {"data_uri": str(tmp_path), "epochs": 3, "registry_uri": str(tmp_path / "reg"), "nesterov": True}
+    assert call["params"] == {"data_uri": str(tmp_path / "data"), "epochs": 3, "registry_uri": str(tmp_path / "reg"), "nesterov": True}
     assert type(call["params"]["epochs"]) is int
     # The installed pipeline is checked against PARAMETERS; run_local compiles it itself.
     assert call["package_path"] is None

@@ -79,11 +79,13 @@ def test_challenger_is_scored_against_the_champion_on_the_same_test_split(traine
     test_files = split_files(preprocessed["examples"], "test")
     alone = run_evaluate(test_files, serving, EvaluateSettings(min_accuracy=0.0))
     assert alone["champion"] is None and "no champion" in alone["reason"]
+    assert alone["champion_version"] is None  # what the push's gate expects the alias to still be
 
     reg_uri = str(tmp_path / "registry")
     registry.open_registry(reg_uri).push("digits", serving, {"metrics": {}}, alias="prod")
     same = run_evaluate(test_files, serving, EvaluateSettings(min_accuracy=0.0, registry_uri=reg_uri, model_name="digits", target_env="prod"), str(tmp_path))
     assert same["champion"]["status"] == "compared" and same["champion"]["version"] == 1
+    assert same["champion_version"] == 1
     assert same["champion"]["accuracy"] == pytest.approx(alone["metrics"]["accuracy"])
     assert same["blessed"] is True
     # The same model on the same images: no discordant pair, no difference, p = 1.
@@ -95,7 +97,7 @@ def test_challenger_is_scored_against_the_champion_on_the_same_test_split(traine
 
     # No alias for this environment yet: the floor alone decides.
     other_env = run_evaluate(test_files, serving, EvaluateSettings(min_accuracy=0.0, registry_uri=reg_uri, model_name="digits", target_env="staging"), str(tmp_path))
-    assert other_env["champion"] is None
+    assert other_env["champion"] is None and other_env["champion_version"] is None
     # Equal to the champion is not enough when the floor demands more.
     floor = min(1.0, alone["metrics"]["accuracy"] + 0.01)
     strict = run_evaluate(test_files, serving, EvaluateSettings(min_accuracy=floor, registry_uri=reg_uri, model_name="digits", target_env="prod"), str(tmp_path))

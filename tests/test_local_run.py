@@ -56,7 +56,11 @@ def test_pipeline_fine_tunes_evaluates_and_pushes(run):
     assert meta["hyperparameters"]["epochs"] == 10
     assert meta["pipeline_run_id"]
     with open(os.path.join(str(work / "registry"), "digits", "aliases", "dev.json")) as f:
-        assert json.load(f)["version"] == 1
+        alias = json.load(f)
+    assert alias["version"] == 1 and summary["not_pushed"] is None
+    # The push went through the gate: compared with the champion the evaluation saw (none yet).
+    [move] = alias["history"]
+    assert (move["gated"], move["compared_with"], move["previous_version"]) == (True, None, None)
 
 
 @pytest.mark.slow

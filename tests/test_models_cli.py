@@ -16,6 +16,8 @@ METADATA = {
     "base_model": "MobileNetV2",
     "blessing": {"blessed": True, "reason": "accuracy 0.9625 >= floor 0.5"},
 }
+# The manifest the registry records for the `populated` versions: path -> size in bytes.
+MANIFEST = {"saved_model.pb": 5, "variables/variables.index": 5}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,8 +58,8 @@ def test_list_json(populated, capsys):
     assert json.loads(capsys.readouterr().out) == {
         "registry_uri": populated.uri,
         "models": [
-            {"model": "digits", "versions": [1, 2, 3], "aliases": {"dev": 3, "prod": 1}},
-            {"model": "flowers", "versions": [1], "aliases": {}},
+            {"model": "digits", "versions": [1, 2, 3], "aliases": {"dev": 3, "prod": 1}, "damaged": []},
+            {"model": "flowers", "versions": [1], "aliases": {}, "damaged": []},
         ],
     }
 
@@ -101,7 +103,7 @@ def test_describe_alias_json(populated, capsys):
         "uri": f"{populated.uri}/digits/3",
         "aliases": ["dev"],
         "metadata": {**METADATA, "pipeline_run_id": "run-3", "model": "digits", "version": 3,
-                     "created_at": created_at},
+                     "created_at": created_at, "files": MANIFEST},
     }
 
 

@@ -37,6 +37,8 @@ SAVED_MODEL_FILES = {
     "variables/variables.data-00000-of-00001": bytes(range(256)) * 64,
     "assets/labels.txt": b"0\n1\n2\n",
 }
+# The registry's manifest of a version of SAVED_MODEL_FILES: path -> size in bytes.
+MANIFEST = {rel: len(data) for rel, data in SAVED_MODEL_FILES.items()}
 METADATA = {
     "metrics": {"accuracy": 0.9625, "macro_f1": 0.9581},
     "base_model": "MobileNetV2",
@@ -67,8 +69,9 @@ def stored_files(registry) -> set[str]:
 
 
 def write_raw(registry, rel: str, data: bytes) -> None:
-    """Overwrites one stored file, bypassing the registry (to simulate damage)."""
+    """Overwrites or creates one stored file, bypassing the registry (to simulate damage)."""
     if isinstance(registry, LocalRegistry):
+        os.makedirs(os.path.dirname(os.path.join(registry.root, rel)), exist_ok=True)
         with open(os.path.join(registry.root, rel), "wb") as f:
             f.write(data)
     else:
@@ -109,7 +112,7 @@ def test_push_twice_gives_versions_1_and_2_with_metadata(registry, registry_uri,
 
     meta = registry.get_metadata("digits", 2)
     created = datetime.datetime.fromisoformat(meta.pop("created_at"))
-    assert meta == {**METADATA, "pipeline_run_id": "run-43", "model": "digits", "version": 2}
+    assert meta == {**METADATA, "pipeline_run_id": "run-43", "model": "digits", "version": 2, "files": MANIFEST}
     assert created.utcoffset() == datetime.timedelta(0)
     assert before - datetime.timedelta(seconds=1) <= created <= after
     assert registry.get_metadata("digits", 1)["pipeline_run_id"] == "run-42"
@@ -133,7 +136,8 @@ def test_metadata_json_in_source_is_replaced(registry, tmp_path):
     source = make_source(tmp_path / "export", {**SAVED_MODEL_FILES, "metadata.json": b'{"stale": true}'})
     registry.push("digits", source, {"run": 1})
     assert registry.get_metadata("digits", 1) == {
-        "run": 1, "model": "digits", "version": 1, "created_at": registry.get_metadata("digits", 1)["created_at"]
+        "run": 1, "model": "digits", "version": 1, "created_at": registry.get_metadata("digits", 1)["created_at"],
+        "files": MANIFEST,
     }
 
 
@@ -143,13 +147,14 @@ def test_push_with_alias_records_a_push_action(registry, source):
     [entry] = registry.alias_history("digits", "dev")
     assert {k: v for k, v in entry.items() if k not in ("time", "event_id")} == {
         "version": 1, "previous_version": None, "action": "push", "actor": "ci", "reason": None,
-        "forced": False, "overridden": [],
+        "forced": False, "overridden": [], "gated": False, "compared_with": None,
     }
     assert datetime.datetime.fromisoformat(entry["time"]).utcoffset() == datetime.timedelta(0)
     # The same move, in the audit log, under the same id and time.
     assert registry.audit("digits") == [{
         "id": entry["event_id"], "time": entry["time"], "model": "digits", "alias": "dev", "action": "push",
         "from_version": None, "to_version": 1, "actor": "ci", "reason": None, "forced": False, "overridden": [],
+        "gated": False, "compared_with": None,
     }]
 
 
@@ -280,7 +285,8 @@ def test_failed_push_leaves_no_version_and_no_temp_files(registry, source, monke
     assert registry.get_alias("digits", "prod") is None
     assert stored_files(registry) == set()
     if isinstance(registry, LocalRegistry):
-        assert os.listdir(os.path.join(registry.root, "digits")) == []
+        # The push made the registry folder and the model folder; it leaves neither behind.
+        assert not os.path.exists(registry.root)
 
     monkeypatch.setattr(type(registry), "_put_file", real_put)
     assert registry.push("digits", source, METADATA).version == 1

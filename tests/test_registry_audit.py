@@ -58,7 +58,9 @@ def test_audit_fields_and_order(registry, source):
     assert brief(registry.audit("digits", alias="staging")) == brief(events)[2:5]
     assert registry.audit("flowers") == []
     for event in events:
-        assert set(event) == {"id", "time", "model", *EVENT_KEYS}
+        assert set(event) == {"id", "time", "model", *EVENT_KEYS, "gated", "compared_with"}
+        # None of these moves was a gated push (Registry.push without compared_with).
+        assert (event["gated"], event["compared_with"]) == (False, None)
         assert event["model"] == "digits"
         assert re.fullmatch(r"\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{12}", event["id"])
         assert datetime.datetime.fromisoformat(event["time"]).utcoffset() == datetime.timedelta(0)

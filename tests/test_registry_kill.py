@@ -1,5 +1,6 @@
 """A push killed midway (SIGKILL while it copies or uploads) leaves no visible version, and the next
-push succeeds; on a local folder and on the GCS emulator."""
+push succeeds (on a local folder, removing what the killed push left); on a local folder and on the
+GCS emulator."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def test_killed_push_leaves_no_version(registry, tmp_path):
     source = make_source(tmp_path / "export", MANY_FILES)
     registry.push("digits", source, METADATA, alias="prod")  # version 1
     ctx = multiprocessing.get_context("fork")
-    for round_ in range(ROUNDS):
+    for _ in range(ROUNDS):
         before = registry.list_versions("digits")
         started = ctx.Event()
         child = ctx.Process(target=_slow_push, args=(registry.uri, source, started))
@@ -62,8 +63,9 @@ def test_killed_push_leaves_no_version(registry, tmp_path):
         files = stored_files(registry)
         if isinstance(registry, LocalRegistry):
             # The copy is a hidden temporary folder: no numbered folder, so TF Serving sees nothing.
-            leftovers = [n for n in os.listdir(os.path.join(registry.root, "digits")) if n.startswith(".tmp-")]
-            assert len(leftovers) == round_ + 1
+            leftovers = sorted(n for n in os.listdir(os.path.join(registry.root, "digits")) if n.startswith(".tmp-"))
+            # The dead push's folder and its lease, no more: the next push removed the earlier ones.
+            assert len(leftovers) == 2 and leftovers[1] == leftovers[0] + ".lease"
             assert sorted(n for n in os.listdir(os.path.join(registry.root, "digits")) if n.isdigit()) == [
                 str(v) for v in before
             ]
@@ -82,5 +84,8 @@ def test_killed_push_leaves_no_version(registry, tmp_path):
         assert registry.list_versions("digits") == [*before, expected]
         assert registry.get_alias("digits", "prod") == expected
         assert registry.get_metadata("digits", expected)["version"] == expected
+        if isinstance(registry, LocalRegistry):
+            # The dead push's lease was free, so this push removed its folder and lease first.
+            assert not [n for n in os.listdir(os.path.join(registry.root, "digits")) if n.startswith(".tmp-")]
     # Only the completed pushes moved the alias.
     assert [e["to_version"] for e in registry.audit("digits")] == registry.list_versions("digits")

@@ -52,7 +52,8 @@ def test_a_profile_cannot_change_a_compiled_package(tmp_path):
 
 
 def test_run_local_refuses_before_anything_runs(tmp_path, capsys):
-    code = main(["run-local", "--profile", "kind", "--data-uri", str(tmp_path), "--registry-uri", str(tmp_path / "reg"),
+    (tmp_path / "data").mkdir()
+    code = main(["run-local", "--profile", "kind", "--data-uri", str(tmp_path / "data"), "--registry-uri", str(tmp_path / "reg"),
                  "--pipeline-root", str(tmp_path / "root")])
     assert code == 2
     assert capsys.readouterr().err.startswith("error: profile kind: volumes (claim 'kfp-finetune-registry' at /mnt/kfp-finetune) "

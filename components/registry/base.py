@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 
-from components.registry.errors import AliasNotFoundError, NoPreviousVersionError
+from components.registry.backend import AliasMove
+from components.registry.errors import AliasNotFoundError, ChampionChangedError, NoPreviousVersionError
 from components.registry.policy import (
     ALIAS_ACTIONS,
     check_promotion,
@@ -19,11 +21,23 @@ from components.registry.policy import (
     rollback_target,
     validate_env_order,
     validate_name,
+    validate_version,
 )
 from components.registry.reader import ModelVersion, RegistryReader
-from components.registry.records import history_entry
+from components.registry.records import history_entry, push_files
 
 logger = logging.getLogger(__name__)
+
+
+class _Ungated:
+    """The type of :data:`UNGATED`."""
+
+    def __repr__(self) -> str:
+        return "UNGATED"
+
+
+# ``Registry.push(compared_with=UNGATED)``: move the alias whatever it points at (no gate).
+UNGATED = _Ungated()
 
 
 class Registry(RegistryReader):
@@ -41,39 +55,63 @@ class Registry(RegistryReader):
         metadata: dict,
         alias: str | None = None,
         actor: str | None = None,
+        compared_with: int | None | _Ungated = UNGATED,
+        extra_files: Mapping[str, str | bytes] | None = None,
     ) -> ModelVersion:
-        """Copies a local folder into a new version of ``model``.
+        """Copies a local folder into a new version of ``model``, and moves ``alias`` to it.
 
         The whole folder is copied (a SavedModel at its root: ``saved_model.pb``, ``variables/``,
-        ``assets/``, plus any other file) into ``<root>/<model>/<N>/`` with N = the highest
-        existing version + 1, then ``metadata.json`` is written: ``metadata`` plus ``"model"``,
-        ``"version"`` and ``"created_at"`` (ISO-8601, UTC), which override keys of the same name.
-        A ``metadata.json`` at the root of ``source_dir`` is replaced. The version is listed only
-        once complete. If the copy fails, nothing is listed, the partial copy is removed and the
+        ``assets/``, plus any other file) and ``extra_files`` into ``<root>/<model>/<N>/`` with
+        N = the highest existing version + 1, then ``metadata.json`` is written: ``metadata``
+        plus ``"model"``, ``"version"``, ``"created_at"`` (ISO-8601, UTC) and ``"files"`` (the
+        manifest: path -> size in bytes of every other file), which override keys of the same
+        name. A ``metadata.json`` at the root of ``source_dir`` is replaced. The version is
+        listed only once complete. If the copy fails, nothing is listed, what the push made
+        (the partial copy, and a model or registry folder it created) is removed and the
         original error is raised.
+
+        The champion/challenger gate: with ``compared_with`` (the version ``alias`` pointed at
+        when the challenger was evaluated; None for "it was unset"), the alias is moved only if
+        it still points there, checked before anything is written and again, atomically with
+        the move, when the version is published; otherwise nothing is published and
+        :class:`~components.registry.errors.ChampionChangedError` names both versions. The move
+        is recorded with ``gated: true`` and ``compared_with``. (On GCS, a champion that changes
+        in the last instant before publication leaves the version visible for about one request
+        before it is withdrawn: see ``gcs.py``.)
 
         Args:
             model: Model name (see :func:`~components.registry.policy.validate_name`).
             source_dir: Local folder to copy.
             metadata: JSON-serializable object: metrics, dataset fingerprint, base model, weights
                 source, hyperparameters, pipeline run id.
-            alias: If given, moved to the new version afterwards (action ``"push"``).
+            alias: If given, moved to the new version (action ``"push"``).
             actor: Who pushed, recorded in the alias history.
+            compared_with: The gate's expected alias version (see above); :data:`UNGATED`
+                (default) moves the alias whatever it points at.
+            extra_files: More files for the version: relative ``/``-separated path -> a local
+                file's path, or its content as bytes (see ``records.push_files``).
 
         Returns:
             The new version.
 
         Raises:
-            ValueError: Bad model or alias name, or metadata that is not a JSON-serializable dict.
+            ValueError: Bad model or alias name, ``compared_with`` without an alias or not a
+                version, bad ``extra_files`` names, or metadata that is not a JSON-serializable dict.
             NotADirectoryError: ``source_dir`` is not a folder.
+            ChampionChangedError: The gate refused; nothing was published.
             ConcurrentUpdateError: No free version number found after many attempts.
             RegistryError: The GCS bucket does not exist.
             OSError, google.api_core.exceptions.GoogleAPIError: A failed read or write, raised as
                 it came, after the partial version was removed.
         """
         validate_name(model)
+        gated = not isinstance(compared_with, _Ungated)
         if alias is not None:
             validate_name(alias, "alias")
+        elif gated:
+            raise ValueError(f"push of model {model!r}: compared_with={compared_with!r} needs an alias to gate")
+        if gated and compared_with is not None:
+            validate_version(compared_with)
         if not isinstance(metadata, dict):
             raise ValueError(f"metadata must be a dict, got {type(metadata).__name__}")
         try:
@@ -82,13 +120,41 @@ class Registry(RegistryReader):
             raise ValueError(f"metadata is not JSON-serializable: {err}") from err
         if not os.path.isdir(source_dir):
             raise NotADirectoryError(f"push source_dir {source_dir!r} is not a folder")
-        if not os.path.isfile(os.path.join(source_dir, "saved_model.pb")):
+        files = push_files(source_dir, extra_files)
+        if not any(f.rel == "saved_model.pb" for f in files):
             logger.warning("push of model %r: %s has no saved_model.pb at its root", model, source_dir)
-        version = self._push(model, source_dir, metadata)
-        logger.info("pushed model %r version %d to %s", model, version, self.uri)
+        move = None
         if alias is not None:
-            self.set_alias(model, alias, version, action="push", actor=actor)
+            move = self._push_move(model, alias, actor, compared_with if gated else UNGATED)
+            # Refused before any byte is written; the move re-checks atomically at publication.
+            move.check(self._alias_doc(model, alias))
+        version = self._push(model, files, metadata, move)
+        logger.info("pushed model %r version %d to %s", model, version, self.uri)
         return ModelVersion(model=model, version=version, uri=self._version_uri(model, version))
+
+    def _points_at(self, model: str, alias: str, version: int) -> bool:
+        """Whether the alias points at ``version``, after a push failed: True when that cannot be
+        read, so that a version that may be in use is kept."""
+        try:
+            return self.get_alias(model, alias) == version
+        except Exception as err:  # noqa: BLE001 - the push's own error is the one raised
+            logger.warning("could not read alias %r of model %r after a failed push: %s", alias, model, err)
+            return True
+
+    @staticmethod
+    def _push_move(model: str, alias: str, actor: str | None, compared_with: int | None | _Ungated) -> AliasMove:
+        gated = not isinstance(compared_with, _Ungated)
+        expected = None if isinstance(compared_with, _Ungated) else compared_with
+
+        def check(current: dict | None) -> None:
+            now = None if current is None else current["version"]
+            if gated and now != expected:
+                raise ChampionChangedError(model, alias, expected, now)
+
+        def entry(current: dict | None, version: int) -> dict:
+            return history_entry(current, version, "push", actor, None, False, (), gated=gated, compared_with=expected)
+
+        return AliasMove(alias, check, entry)
 
     def set_alias(
         self,
@@ -224,6 +290,9 @@ class Registry(RegistryReader):
         """
         validate_name(model)
         validate_name(alias, "alias")
+        # Refused before the alias's lock or folder is made: an alias is never unset again, so
+        # the move below cannot find it unset once this read found it set.
+        self._require_alias(model, alias)
         chosen: list[int] = []
 
         def move(current: dict | None) -> dict:

@@ -53,3 +53,30 @@ class PromotionRefusedError(RegistryError):
 
 class ServingExportError(RegistryError):
     """A serving base path holds something the export must not overwrite."""
+
+
+class ChampionChangedError(RegistryError):
+    """A gated push was refused: the alias no longer points at the version the challenger was
+    compared with (another run moved it since the evaluation). Nothing was published.
+
+    Attributes:
+        model: The model.
+        alias: The alias the push would have moved.
+        compared_with: The version the evaluation compared with (None: the alias was unset).
+        current: The version the alias points at now (None: unset).
+        reason: ``"the champion changed from v2 to v3 since evaluation"`` (``none`` for unset).
+    """
+
+    def __init__(self, model: str, alias: str, compared_with: int | None, current: int | None) -> None:
+        self.model, self.alias, self.compared_with, self.current = model, alias, compared_with, current
+        self.reason = (
+            f"the champion changed from {version_label(compared_with)} to {version_label(current)} since evaluation"
+        )
+        super().__init__(
+            f"not pushed: {self.reason} (alias {alias!r} of model {model!r}); evaluate again against the new champion"
+        )
+
+
+def version_label(version: int | None) -> str:
+    """``v3`` for version 3, ``none`` for an unset alias (for messages)."""
+    return "none" if version is None else f"v{version}"

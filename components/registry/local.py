@@ -1,28 +1,36 @@
 """The registry in a local (or mounted) folder.
 
 Concurrency on a local disk (Linux):
-    * A push writes the whole version, ``metadata.json`` included, into a hidden ``.tmp-<uuid>``
+    * A push writes the whole version, ``metadata.json`` included, into a hidden ``.tmp-<hex>``
       folder inside the model folder, then renames it to ``<N>``: the version appears atomically.
       ``os.rename`` of a folder onto an existing non-empty folder fails on Linux, so a push that
-      loses the race for N retries with the next number.
+      loses the race for N retries with the next number. The push holds the folder's lease
+      (``.tmp-<hex>.lease``, ``leases.py``) until then, so a folder whose lease can be taken was
+      left by a killed push: the next push of the model removes it.
     * An alias update is a read-modify-write under an ``fcntl`` lock file, whose write is
-      write-temp-then-``os.replace``: two updates never lose one another.
+      write-temp-then-``os.replace``: two updates never lose one another. A push that moves an
+      alias publishes its version (the rename) under that alias's lock, after checking the gate
+      there, so "the alias still points at the champion" and "publish and move" are one step.
     * The audit log ``audit.jsonl`` is appended with one ``write`` under a second ``fcntl`` lock,
       taken while the alias lock is held, so the file is in commit order.
+
+Every writer of a registry must lock this way (this module, any version since leases exist):
+a push by a program that writes ``.tmp-`` folders without a lease would look killed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import fcntl
 import json
 import logging
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-from components.registry.backend import MAX_VERSION_ATTEMPTS
+from components.registry import leases, local_sweep
+from components.registry.backend import MAX_VERSION_ATTEMPTS, STALE_AFTER_S, AliasMove, Leftover
 from components.registry.base import Registry
 from components.registry.errors import ConcurrentUpdateError
 from components.registry.policy import NAME_RE, VERSION_RE
@@ -32,6 +40,8 @@ from components.registry.records import (
     CONFIG_FILE,
     METADATA_FILE,
     TMP_PREFIX,
+    TRASH_PREFIX,
+    PushFile,
     alias_bytes,
     alias_names,
     apply_move,
@@ -40,7 +50,6 @@ from components.registry.records import (
     now_iso,
     parse_alias,
     parse_event,
-    source_files,
 )
 
 logger = logging.getLogger(__name__)
@@ -49,9 +58,9 @@ logger = logging.getLogger(__name__)
 class LocalRegistry(Registry):
     """Registry in a local (or mounted) folder; the layout is in the package docstring (``components.registry``)."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, stale_after_s: float = STALE_AFTER_S) -> None:
         root = os.path.abspath(root)
-        super().__init__(root)
+        super().__init__(root, stale_after_s)
         self.root = root
 
     def _model_dir(self, model: str) -> str:
@@ -94,35 +103,63 @@ class LocalRegistry(Registry):
         except (FileNotFoundError, NotADirectoryError):
             return None
 
-    def _put_file(self, local_path: str, dest: str) -> None:
-        shutil.copy2(local_path, dest)
+    def _put_file(self, source: str | bytes, dest: str) -> None:
+        if isinstance(source, bytes):
+            with open(dest, "wb") as f:
+                f.write(source)
+        else:
+            shutil.copy2(source, dest)
 
-    def _push(self, model: str, source_dir: str, metadata: dict) -> int:
+    def _push(self, model: str, files: list[PushFile], metadata: dict, move: AliasMove | None) -> int:
         model_dir = self._model_dir(model)
-        os.makedirs(model_dir, exist_ok=True)
-        # Hidden and inside the model folder: same file system as the target (rename stays
-        # atomic), and neither this registry nor TF Serving takes it for a version.
-        tmp_dir = os.path.join(model_dir, f"{TMP_PREFIX}{uuid.uuid4().hex}")
-        os.mkdir(tmp_dir)
+        created = _missing_folders(model_dir)
+        self._sweep(model)
+        published: list[int] = []
         try:
-            # Not shutil.copytree: it carries on after a failed file and raises a summary
-            # shutil.Error at the end instead of the original error.
-            for rel in source_files(source_dir):
-                dest = os.path.join(tmp_dir, *rel.split("/"))
-                os.makedirs(os.path.dirname(dest), exist_ok=True)
-                self._put_file(os.path.join(source_dir, rel), dest)
-            return self._publish(model, model_dir, tmp_dir, metadata)
+            # Hidden and inside the model folder: same file system as the target (rename stays
+            # atomic), and neither this registry nor TF Serving takes it for a version.
+            with leases.temporary_folder(model_dir, TMP_PREFIX) as tmp_dir:
+                # Not shutil.copytree: it carries on after a failed file and raises a summary
+                # shutil.Error at the end instead of the original error.
+                for f in files:
+                    dest = os.path.join(tmp_dir, *f.rel.split("/"))
+                    os.makedirs(os.path.dirname(dest), exist_ok=True)
+                    self._put_file(f.source, dest)
+                manifest = {f.rel: f.size for f in files}
+                if move is None:
+                    published.append(self._publish(model, model_dir, tmp_dir, metadata, manifest))
+                    return published[0]
+
+                def gated_move(current: dict | None) -> dict:
+                    move.check(current)
+                    published.append(self._publish(model, model_dir, tmp_dir, metadata, manifest))
+                    return move.entry(current, published[0])
+
+                self._update_alias(model, move.alias, gated_move)
+                return published[0]
         except BaseException:
-            self._remove_tmp(tmp_dir)
+            if move is not None and published and not self._points_at(model, move.alias, published[0]):
+                self._withdraw(model, published[0])
+            _remove_empty(created)
             raise
 
-    def _publish(self, model: str, model_dir: str, tmp_dir: str, metadata: dict) -> int:
+    def _withdraw(self, model: str, version: int) -> None:
+        """Removes a version published by a push whose alias move then failed: nothing points at it."""
+        folder = self._version_uri(model, version)
+        trash = os.path.join(self._model_dir(model), f"{TRASH_PREFIX}{version}-{uuid.uuid4().hex}")
+        try:
+            os.rename(folder, trash)  # TF Serving stops seeing it at once; the removal may take longer
+            shutil.rmtree(trash)
+        except OSError as err:
+            logger.warning("could not withdraw version %d of model %r (%s): %s", version, model, folder, err)
+
+    def _publish(self, model: str, model_dir: str, tmp_dir: str, metadata: dict, manifest: dict[str, int]) -> int:
         version = 0
         for _ in range(MAX_VERSION_ATTEMPTS):
             # Incomplete numeric folders count too: their numbers are taken.
             version = max([version, *self._numeric_entries(model_dir)]) + 1
             _write_file_atomic(
-                os.path.join(tmp_dir, METADATA_FILE), metadata_bytes(metadata, model, version, now_iso())
+                os.path.join(tmp_dir, METADATA_FILE), metadata_bytes(metadata, model, version, now_iso(), manifest)
             )
             try:
                 os.rename(tmp_dir, os.path.join(model_dir, str(version)))
@@ -136,15 +173,34 @@ class LocalRegistry(Registry):
             f"in {model_dir}"
         )
 
-    @staticmethod
-    def _remove_tmp(tmp_dir: str) -> None:
-        try:
-            shutil.rmtree(tmp_dir)
-        except FileNotFoundError:
-            pass
-        except OSError as err:
-            # The push's own error is the one to raise; a left-over hidden folder is harmless.
-            logger.warning("could not remove temporary folder %s: %s", tmp_dir, err)
+    def _sweep(self, model: str) -> None:
+        """Removes what killed pushes of ``model`` left (their leases are free), before a push."""
+        for leftover in self._leftovers(model):
+            if leftover.kind == "temporary folder" and not leftover.in_use:
+                try:
+                    if leftover.remove():
+                        logger.info("removed %s left by a killed push", leftover.location)
+                except OSError as err:
+                    logger.warning("could not remove %s left by a killed push: %s", leftover.location, err)
+
+    def _model_files(self, model: str) -> dict[int, dict[str, int]]:
+        model_dir = self._model_dir(model)
+        found = {}
+        for version in self._numeric_entries(model_dir):
+            folder = os.path.join(model_dir, str(version))
+            files = {}
+            for dirpath, _, filenames in os.walk(folder):
+                for name in filenames:
+                    path = os.path.join(dirpath, name)
+                    with contextlib.suppress(FileNotFoundError):
+                        files[os.path.relpath(path, folder).replace(os.sep, "/")] = os.path.getsize(path)
+            found[version] = files
+        return found
+
+    def _leftovers(self, model: str | None) -> list[Leftover]:
+        if model is None:
+            return local_sweep.root_leftovers(self.root, self.stale_after_s)
+        return local_sweep.model_leftovers(self._model_dir(model))
 
     def _download(self, model: str, version: int, dest_dir: str) -> str:
         return self._version_uri(model, version)
@@ -163,14 +219,37 @@ class LocalRegistry(Registry):
         except FileNotFoundError:
             return None
 
-    def _update_alias(self, model: str, alias: str, move: Callable[[dict | None], dict]) -> dict:
+    @contextlib.contextmanager
+    def _alias_lock(self, model: str, alias: str) -> Iterator[None]:
+        """Holds the alias's lock; a move that fails on a never-set alias leaves no lock file or folder."""
         aliases_dir = os.path.join(self._model_dir(model), ALIASES_DIR)
-        os.makedirs(aliases_dir, exist_ok=True)
+        lock_path = local_sweep.alias_lock_path(aliases_dir, alias)
+        for _ in range(MAX_VERSION_ATTEMPTS):
+            created = _missing_folders(aliases_dir)
+            try:
+                # A separate lock file, because the alias file itself is replaced (a lock on a
+                # replaced inode would protect nothing). flock also excludes threads.
+                lock = leases.acquire(lock_path)
+                break
+            except FileNotFoundError:
+                continue  # the empty aliases folder was swept in between: make it again
+        else:
+            raise ConcurrentUpdateError(f"alias {alias!r} of model {model!r}: could not lock {lock_path}")
+        assert lock is not None
+        try:
+            yield
+        except BaseException:
+            if self._read_alias(model, alias) is None:
+                # Removed while held, so that a waiting writer sees the lock file go and retries.
+                leases.release(lock, remove=True)
+                _remove_empty(created)
+            raise
+        finally:
+            lock.close()
+
+    def _update_alias(self, model: str, alias: str, move: Callable[[dict | None], dict]) -> dict:
         path = self._alias_location(model, alias)
-        # A separate lock file, because the alias file itself is replaced (a lock on a replaced
-        # inode would protect nothing). flock also excludes threads that open it separately.
-        with open(os.path.join(aliases_dir, f".{alias}.lock"), "a+b") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        with self._alias_lock(model, alias):
             data = self._read_alias(model, alias)
             current = None if data is None else parse_alias(data, model, alias, path)
             doc = apply_move(model, alias, current, move(current))
@@ -186,8 +265,7 @@ class LocalRegistry(Registry):
         line = (json.dumps(event, sort_keys=True) + "\n").encode("utf-8")
         # A second lock: moves of *different* aliases hold different alias locks. Lock order is
         # always alias lock, then this one, so the two cannot deadlock.
-        with open(os.path.join(self._model_dir(model), f".{AUDIT_FILE}.lock"), "a+b") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        with leases.locked(local_sweep.audit_lock_path(self._model_dir(model))):
             fd = os.open(self._audit_location(model), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 written = os.write(fd, line)
@@ -221,6 +299,28 @@ class LocalRegistry(Registry):
     def _write_config(self, data: bytes) -> None:
         os.makedirs(self.root, exist_ok=True)
         _write_file_atomic(self._config_location(), data)
+
+
+def _missing_folders(folder: str) -> list[str]:
+    """Makes ``folder`` and its missing parents; returns those it made, outermost first."""
+    missing = []
+    current = os.path.abspath(folder)
+    while not os.path.isdir(current):
+        missing.append(current)
+        current = os.path.dirname(current)
+    os.makedirs(folder, exist_ok=True)
+    return missing[::-1]
+
+
+def _remove_empty(folders: list[str]) -> None:
+    """Removes the folders of :func:`_missing_folders` again, innermost first, while they are empty."""
+    for folder in reversed(folders):
+        try:
+            os.rmdir(folder)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return  # not empty: someone else uses it now (and so its parents)
 
 
 def _write_file_atomic(path: str, data: bytes) -> None:

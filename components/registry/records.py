@@ -3,8 +3,9 @@
 Records (the same on a local disk and on Google Cloud Storage; see the package docstring for
 the whole layout):
 
-* ``<model>/<N>/metadata.json``: the pushed metadata plus ``"model"``, ``"version"`` and
-  ``"created_at"`` (ISO-8601, UTC); a JSON object.
+* ``<model>/<N>/metadata.json``: the pushed metadata plus ``"model"``, ``"version"``,
+  ``"created_at"`` (ISO-8601, UTC) and ``"files"`` (the version's manifest: every other file's
+  ``/``-separated path and its size in bytes, as pushed); a JSON object.
 * ``<model>/aliases/<alias>.json``: ``{"model", "alias", "version", "history": [entry, ...]}``,
   each entry made by :func:`history_entry`.
 * audit events, made by :func:`audit_event`: one JSON object a line of ``<model>/audit.jsonl``
@@ -17,10 +18,12 @@ names the model, version or alias and the file (``where``).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
 import uuid
+from collections.abc import Mapping
 
 from components.registry.errors import CorruptMetadataError, RegistryConfigError
 from components.registry.policy import NAME_RE, validate_env_order
@@ -35,6 +38,8 @@ CONFIG_KEYS = ("env_order",)
 TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
 GCS_RESERVED_DIR = ".reserved"
+# Keys the registry writes into metadata.json itself; they override the pushed metadata's.
+REGISTRY_KEYS = ("model", "version", "created_at", "files")
 
 
 def now_iso() -> str:
@@ -58,10 +63,11 @@ def _load_json(data: bytes, what: str, where: str) -> object:
         raise CorruptMetadataError(f"{what} is not valid JSON: {where}: {err}") from err
 
 
-def metadata_bytes(metadata: dict, model: str, version: int, created_at: str) -> bytes:
-    """A version's ``metadata.json``: ``metadata`` plus model, version and created_at (these win)."""
+def metadata_bytes(metadata: dict, model: str, version: int, created_at: str, files: dict[str, int]) -> bytes:
+    """A version's ``metadata.json``: ``metadata`` plus model, version, created_at and the
+    ``files`` manifest (relative path -> size in bytes); these win over keys of the same name."""
     doc = dict(metadata)
-    doc.update(model=model, version=version, created_at=created_at)
+    doc.update(model=model, version=version, created_at=created_at, files=dict(sorted(files.items())))
     return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
@@ -122,6 +128,8 @@ def history_entry(
     reason: str | None,
     forced: bool,
     overridden: list[str] | tuple[str, ...],
+    gated: bool = False,
+    compared_with: int | None = None,
 ) -> dict:
     """One alias move, for the alias history (see ``Registry.alias_history`` for the keys).
 
@@ -130,6 +138,10 @@ def history_entry(
         version: The version the alias moves to.
         action: ``"push"``, ``"promote"`` or ``"rollback"``.
         actor, reason, forced, overridden: Recorded as given.
+        gated: Whether the move was made only because the alias still pointed at
+            ``compared_with`` (the champion/challenger gate of a push).
+        compared_with: The version the new one was evaluated against (None: there was no
+            champion, or no comparison when ``gated`` is False).
     """
     now = datetime.datetime.now(datetime.timezone.utc)
     return {
@@ -140,6 +152,8 @@ def history_entry(
         "reason": reason,
         "forced": bool(forced),
         "overridden": list(overridden),
+        "gated": bool(gated),
+        "compared_with": compared_with,
         "time": now.isoformat(timespec="milliseconds"),
         "event_id": event_id(now),
     }
@@ -166,6 +180,9 @@ def audit_event(model: str, alias: str, entry: dict) -> dict:
         "reason": entry["reason"],
         "forced": entry["forced"],
         "overridden": entry["overridden"],
+        # Entries written before the gate existed have neither key.
+        "gated": entry.get("gated", False),
+        "compared_with": entry.get("compared_with"),
     }
 
 
@@ -208,17 +225,57 @@ def parse_config(data: bytes, where: str) -> dict:
     return doc
 
 
-def source_files(source_dir: str) -> list[str]:
-    """Files to push, as ``/``-separated paths relative to ``source_dir``, in copy order.
+@dataclasses.dataclass(frozen=True)
+class PushFile:
+    """One file of a push.
+
+    Attributes:
+        rel: Its ``/``-separated path inside the version folder.
+        source: The local file to copy (a path), or the file's content (bytes).
+        size: Its size in bytes, as recorded in the version's ``files`` manifest.
+    """
+
+    rel: str
+    source: str | bytes
+    size: int
+
+
+def push_files(source_dir: str, extra_files: Mapping[str, str | bytes] | None = None) -> list[PushFile]:
+    """The files of a push, in copy order: every file under ``source_dir`` plus ``extra_files``.
 
     The source's own ``metadata.json`` is left out (the registry writes its own). ``saved_model.pb``
     comes last, after the variables it refers to, so a reader that polls (TF Serving on GCS) does
     not find a graph without its weights. Empty folders are not kept.
+
+    Args:
+        source_dir: Local folder whose files are pushed as they are.
+        extra_files: More files: ``/``-separated relative path -> a local file's path, or the
+            content as bytes.
+
+    Returns:
+        One :class:`PushFile` per file.
+
+    Raises:
+        ValueError: An extra file's name is absolute, has ``..``/``.``/empty parts, is
+            ``metadata.json``, or is also a file of ``source_dir``.
+        FileNotFoundError: An extra file's local path does not exist.
     """
-    files = []
+    files = {}
     for dirpath, _, filenames in os.walk(source_dir):
         for filename in filenames:
-            rel = os.path.relpath(os.path.join(dirpath, filename), source_dir).replace(os.sep, "/")
+            path = os.path.join(dirpath, filename)
+            rel = os.path.relpath(path, source_dir).replace(os.sep, "/")
             if rel != METADATA_FILE:
-                files.append(rel)
-    return sorted(files, key=lambda rel: (rel == "saved_model.pb", rel))
+                files[rel] = PushFile(rel, path, os.path.getsize(path))
+    for rel, source in (extra_files or {}).items():
+        parts = rel.split("/")
+        if rel.startswith("/") or any(p in ("", ".", "..") for p in parts) or rel == METADATA_FILE:
+            raise ValueError(
+                f"invalid extra file name {rel!r}: use a relative '/'-separated path inside the version, "
+                f"not {METADATA_FILE} (the registry writes it)"
+            )
+        if rel in files:
+            raise ValueError(f"extra file {rel!r} is also a file of the pushed folder {source_dir}")
+        size = len(source) if isinstance(source, bytes) else os.path.getsize(source)
+        files[rel] = PushFile(rel, source, size)
+    return sorted(files.values(), key=lambda f: (f.rel == "saved_model.pb", f.rel))

@@ -14,6 +14,7 @@ import os
 import shutil
 import uuid
 
+from components.locations import refuse_inside
 from components.registry.base import Registry
 from components.registry.errors import ServingExportError
 from components.registry.local import LocalRegistry
@@ -75,7 +76,8 @@ def export_to_serving_base(
         What was done (see :class:`ServingExport`).
 
     Raises:
-        ValueError: Bad name, a ``keep`` that is not an int >= 1, or a ``gs://`` (any URI) base path.
+        ValueError: Bad name, a ``keep`` that is not an int >= 1, a ``gs://`` (any URI) base path,
+            or a base path inside the registry (which would make the export remove versions).
         AliasNotFoundError: The alias was never set.
         VersionNotFoundError: The aliased version is not complete.
         CorruptMetadataError: The version's ``metadata.json`` is damaged.
@@ -91,6 +93,9 @@ def export_to_serving_base(
             f"invalid serving base path {base_path!r}: use a local or mounted folder (TF Serving's "
             "--model_base_path); GCS has no atomic rename, so gs:// is not an export target"
         )
+    if isinstance(registry, LocalRegistry):
+        # Inside the registry the export would take versions for its own folders and remove them.
+        refuse_inside({"serving base path": base_path}, {"registry": registry.uri})
     found = registry.resolve(model, alias=alias)
     version = found.version
     expected = registry.get_metadata(model, version)
