@@ -3,7 +3,9 @@
 Commands: compile, run-local, demo, submit, schedule, models (list/describe/promote/rollback),
 predict. Each command function is wrapped by ``pipelines.errors.command``: an error prints one
 ``error: ...`` line on stderr and exits 1 (a failed run) or 2 (bad input). ``run-local``,
-``submit`` and ``schedule`` take the pipeline parameters alike (``pipelines.params``).
+``submit`` and ``schedule`` take the pipeline parameters alike (``pipelines.params``). No
+parser accepts an abbreviated option (``--data`` for ``--data-uri``): a later option sharing the
+prefix would silently change what it means.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import sys
 from typing import Any, Sequence
 
-from pipelines import docker_runner, errors, models_cli, params, remote
+from pipelines import docker_runner, errors, models_cli, params, preflight, remote
 
 DEFAULT_PIPELINE_ROOT = "kfp-local-root"
 DEFAULT_DEMO_WORKDIR = "demo-work"
@@ -53,11 +55,12 @@ def _compile(args: argparse.Namespace) -> int:
 
 @errors.command
 def _run_local(args: argparse.Namespace) -> int:
-    from pipelines.local import PipelineRunError, check_settings, run_local
+    from pipelines.local import PipelineRunError, run_local
 
     arguments = params.params_from_args(args)
     docker = docker_runner.options_from_args(args)
-    check_settings(arguments, docker)
+    preflight.check_run(arguments, args.pipeline_root, args.summary,
+                        (lambda path: docker_runner.host_path(path, docker)) if docker else (lambda path: path))
     try:
         result = run_local(arguments, args.pipeline_root, package_path=args.package, docker=docker)
     except PipelineRunError as e:
@@ -67,6 +70,9 @@ def _run_local(args: argparse.Namespace) -> int:
     summary = result.summary()
     _print_result(summary)
     _write_summary(args.summary, summary)
+    if args.fail_if_not_pushed and not summary["pushed"]:
+        print(f"error: not pushed: {summary['reason']} (--fail-if-not-pushed)", file=sys.stderr)
+        return errors.EXIT_NOT_PUSHED
     return 0
 
 
@@ -76,6 +82,8 @@ def _demo(args: argparse.Namespace) -> int:
     from pipelines.local import PipelineRunError
 
     overrides = {k: v for k, v in {"epochs": args.epochs, "fine_tune_epochs": args.fine_tune_epochs}.items() if v is not None}
+    if args.summary:
+        preflight.check_writable_file("--summary", args.summary)
     try:
         summary = demo.run_demo(args.workdir, overrides)
     except PipelineRunError as e:
@@ -109,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kfp-finetune",
         description="Fine-tune pretrained Keras image models as a Kubeflow Pipelines workflow.",
+        allow_abbrev=False,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("compile", help="write the compiled pipeline (KFP IR YAML)")
@@ -121,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline-root", default=DEFAULT_PIPELINE_ROOT, metavar="DIR", help="local folder for run artifacts (default: %(default)s)")
     p.add_argument("--package", metavar="FILE", help="a compiled pipeline YAML to run (default: compile the installed pipeline)")
     p.add_argument("--summary", metavar="FILE", help="write the run summary as JSON")
+    p.add_argument("--fail-if-not-pushed", action="store_true",
+                   help=f"exit {errors.EXIT_NOT_PUSHED} when the run completes but the model is not blessed (nothing pushed)")
     docker_runner.add_arguments(p, COMPONENT_IMAGE)
     params.add_arguments(p)
     p.set_defaults(func=_run_local)
@@ -144,17 +156,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE",
                    help="image files (PNG, JPEG, GIF, BMP, WEBP, TIFF, ...); an unreadable one gets an 'error' line and exit status 1")
     p.set_defaults(func=_predict)
+    for each in parsers(parser):
+        each.allow_abbrev = False
     return parser
+
+
+def parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """``parser`` and every sub-command parser under it, at any depth."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                found += parsers(child)
+    return found
+
+
+def version() -> str:
+    """The installed ``kfp-finetune`` distribution's version (``pyproject.toml``'s ``version``).
+
+    Raises:
+        importlib.metadata.PackageNotFoundError: the project is not installed (``make test``
+            and ``make demo`` install it; ``pip install -e .`` does too).
+    """
+    from importlib.metadata import version as distribution_version
+
+    return distribution_version("kfp-finetune")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code (see ``pipelines.errors``: 1 for a failed
-    run, 2 for bad input)."""
+    run, 2 for bad input, 3 for a run not pushed under ``--fail-if-not-pushed``, 141 when the
+    output's reader went away)."""
     # TensorFlow's C++ start-up lines (CUDA probing on a machine without a GPU, oneDNN notes)
     # bury the one line a user needs; they stay available with TF_CPP_MIN_LOG_LEVEL=0.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        args = build_parser().parse_args(argv)
+        code = args.func(args)
+        # Flushed here, not at exit: a reader gone by now is caught below, not by the interpreter.
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return errors.quiet_broken_pipe()
 
 
 if __name__ == "__main__":

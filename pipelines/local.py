@@ -86,36 +86,6 @@ def step_settings(params: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
     return tuple(from_parameters(cls, params) for cls in (PreprocessSettings, FinetuneSettings, EvaluateSettings, PushSettings))
 
 
-def check_settings(params: dict[str, Any], docker: DockerOptions | None = None) -> None:
-    """Validates every step's settings before a run starts, so a typo fails in a second instead
-    of after preprocessing (the steps validate again, for runs started elsewhere).
-
-    Args:
-        params: Pipeline parameters.
-        docker: The Docker runner's options, if it runs the steps: local paths in ``params`` are
-            then container paths, looked up on the host through its mounts.
-
-    Raises:
-        ValueError: an invalid setting (named, with the allowed values), or a ``registry_uri``
-            that is a file.
-        FileNotFoundError: a local ``base_weights`` file that does not exist.
-    """
-    from components import preprocess
-
-    def on_host(path: str) -> str:
-        return docker_runner.host_path(path, docker) if docker is not None else path
-
-    pre, finetune, _, _ = step_settings(params)
-    source = finetune.base_weights
-    if source.lower() not in ("imagenet", "none") and "://" not in source and not os.path.isfile(on_host(source)):
-        where = f" (on the host: {on_host(source)!r})" if on_host(source) != source else ""
-        raise FileNotFoundError(f"base_weights file {source!r} does not exist{where}")
-    preprocess.check_beam_args(pre.beam_pipeline_args)
-    registry_uri = pre.registry_uri
-    if registry_uri and "://" not in registry_uri and os.path.isfile(on_host(registry_uri)):
-        raise ValueError(f"registry_uri {registry_uri!r} is a file; use a folder (created by the first push) or gs://bucket/prefix")
-
-
 def _remove_empty_folders(root: str) -> None:
     """Removes every folder under ``root`` (``root`` included) that holds no file at any depth."""
     for folder, _, _ in sorted(os.walk(root), key=lambda w: -w[0].count(os.sep)):

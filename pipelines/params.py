@@ -228,6 +228,24 @@ def _parse_param(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
+def yaml_error_line(path: str, error: yaml.YAMLError) -> str:
+    """One line for a YAML file that does not parse: the file, the line and column (1-based)
+    where the parser stopped, its complaint, and what was expected.
+
+    Args:
+        path: The file.
+        error: What ``yaml.safe_load`` raised; a ``MarkedYAMLError`` knows where it stopped
+            (``problem_mark``) and why (``problem``, with ``context``).
+    """
+    mark = getattr(error, "problem_mark", None)
+    where = f"config file {path!r} is not valid YAML: " + (f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "")
+    problem = " ".join(str(getattr(error, "problem", None) or error).split())
+    context = getattr(error, "context", None)
+    if context:
+        problem = f"{problem} ({' '.join(str(context).split())})"
+    return f"{where}: {problem}; expected a YAML mapping of parameter names to values"
+
+
 def load_params(config_path: str | None, overrides: Sequence[tuple[str, str]] | None) -> dict[str, Any]:
     """Merges parameters from a YAML config file and ``KEY=VALUE`` overrides.
 
@@ -252,7 +270,9 @@ def load_params(config_path: str | None, overrides: Sequence[tuple[str, str]] | 
             try:
                 loaded = yaml.safe_load(f)
             except yaml.YAMLError as error:
-                raise ValueError(f"config file {config_path!r} is not valid YAML: {error}") from error
+                raise ValueError(yaml_error_line(config_path, error)) from None
+            except UnicodeDecodeError as error:
+                raise ValueError(f"config file {config_path!r} is not UTF-8 text (byte {error.start}); expected a YAML mapping") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

@@ -191,7 +191,14 @@ def compile_pipeline(package_path: str, image: typing.Optional[str] = None) -> s
     Args:
         package_path: Output file (``.yaml``); parent folders are created.
         image: Component image reference; default ``components.image.COMPONENT_IMAGE``.
+
+    Raises:
+        ValueError: ``image`` is not an image reference (``components.image.check_reference``).
     """
+    from components.image import check_reference
+
+    if image:
+        check_reference(image)
     os.makedirs(os.path.dirname(os.path.abspath(package_path)), exist_ok=True)
     pipeline = make_pipeline(image) if image else finetune_pipeline
     compiler.Compiler().compile(pipeline, package_path=package_path)

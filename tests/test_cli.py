@@ -2,8 +2,20 @@
 
 import pytest
 
+from gcs_emulator import gcs_emulator, new_bucket  # noqa: F401 - pytest fixture
 from pipelines.cli import main
 from tiny_pipeline import package  # noqa: F401 - pytest fixture
+
+
+@pytest.fixture()
+def bucket(gcs_emulator):
+    """A bucket on the GCS emulator holding one image under ``data/`` (run-local's up-front
+    check reads the data URI and the registry's bucket)."""
+    from components import storage
+
+    name = new_bucket(gcs_emulator)
+    storage.gcs_client().bucket(name).blob("data/cat/a.png").upload_from_string(b"png")
+    return name
 
 
 @pytest.mark.parametrize(
@@ -77,6 +89,8 @@ def _fake_run_local(monkeypatch, calls: list):
 def test_run_local_takes_param_like_submit(tmp_path, monkeypatch, capsys):
     calls: list = []
     _fake_run_local(monkeypatch, calls)
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "a.png").write_bytes(b"png")
     code = main(["run-local", "--param", f"data_uri={tmp_path}", "--registry-uri", str(tmp_path / "reg"),
                  "--param", "epochs=3", "--nesterov", "true", "--pipeline-root", str(tmp_path / "root")])
     assert code == 0, capsys.readouterr().err
@@ -127,14 +141,15 @@ def test_run_local_submit_and_schedule_refuse_a_bad_config_alike(tmp_path, monke
     assert calls == []
 
 
-def test_run_local_docker_flags_become_the_runners_options(tmp_path, monkeypatch, capsys):
+def test_run_local_docker_flags_become_the_runners_options(tmp_path, monkeypatch, capsys, bucket):
     from pipelines.docker_runner import DockerOptions
 
     _fake_run_local(monkeypatch, calls := [])
     data = tmp_path / "data"
-    data.mkdir()
+    (data / "cat").mkdir(parents=True)
+    (data / "cat" / "a.png").write_bytes(b"png")
     code = main(["run-local", "--runner", "docker", "--image", "example/kfp-finetune:1", "--data-uri", "/data",
-                 "--registry-uri", "gs://b/reg", "--docker-mount", f"{data}:/data:ro", "--docker-env", "A=1=2",
+                 "--registry-uri", f"gs://{bucket}/reg", "--docker-mount", f"{data}:/data:ro", "--docker-env", "A=1=2",
                  "--docker-user", "23456:0", "--gpus", "1"])
     assert code == 0, capsys.readouterr().err
     assert calls[0]["docker"] == DockerOptions(image="example/kfp-finetune:1", mounts=(f"{data}:/data:ro",),
@@ -157,15 +172,17 @@ def test_bad_runner_flags_are_refused_before_anything_runs(args, message, tmp_pa
     assert (code, calls, capsys.readouterr().err) == (2, [], message)
 
 
-def test_docker_runner_checks_base_weights_through_the_mounts(tmp_path, monkeypatch, capsys):
+def test_docker_runner_checks_base_weights_through_the_mounts(tmp_path, monkeypatch, capsys, bucket):
     """Regression (new-user review): the README's example failed because a container path was
     looked up on the host."""
+    from components.base_models import build_base_model
+
     _fake_run_local(monkeypatch, calls := [])
     backbone = tmp_path / "backbone"
     backbone.mkdir()
-    (backbone / "b.weights.h5").write_bytes(b"x")
-    base = ["run-local", "--runner", "docker", "--data-uri", "gs://b/data", "--registry-uri", "gs://b/reg",
-            "--docker-mount", f"{backbone}:/backbone:ro"]
+    build_base_model("mobilenet_v2", 32, None, 0.35).save_weights(str(backbone / "b.weights.h5"))
+    base = ["run-local", "--runner", "docker", "--data-uri", f"gs://{bucket}/data", "--registry-uri", f"gs://{bucket}/reg",
+            "--docker-mount", f"{backbone}:/backbone:ro", "--image-size", "32", "--width-multiplier", "0.35"]
     assert main([*base, "--base-weights", "/backbone/b.weights.h5"]) == 0, capsys.readouterr().err
     assert calls[0]["params"]["base_weights"] == "/backbone/b.weights.h5"
     assert main([*base, "--base-weights", "/backbone/missing.weights.h5"]) == 2

@@ -224,6 +224,14 @@ def head_model(model: Any) -> Any:
     return keras.Model(inputs, x, name="head")
 
 
+def base_layer_names(base: Any) -> list[str]:
+    """The names of the base's layers in order, its input layer left out: what ``unfreeze``
+    selects from (``settings.select_unfrozen``)."""
+    import keras
+
+    return [layer.name for layer in base.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
 def set_trainable(base: Any, spec: str | None, keep_batchnorm_frozen: bool = True) -> list[str]:
     """Freezes the whole base (``spec`` None) or unfreezes the layers ``select_unfrozen`` picks,
     BatchNormalization layers excepted unless ``keep_batchnorm_frozen`` is False (a base without
