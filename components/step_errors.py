@@ -44,8 +44,10 @@ def end_process_quickly() -> None:
 # "Detected at node" line and its Python stack frames, the node marker and OOM hints.
 _TF_FRAME_LINES = ("Graph execution error", "Detected at node", 'File "', "[[", "Hint:", "Traceback")
 _TF_NODE = re.compile(r"\[\[\{\{node ([^}]+)\}\}\]\]")
-# An eager op's error: "{{function_node __wrapped__Op_device_...}} <message> [Op:Op] name: ".
-_TF_EAGER = re.compile(r"(?:\{\{function_node [^}]*\}\}\s*)?(.*?)\s*\[Op:(\w+)\](?:\s*name:.*)?", re.DOTALL)
+# What TensorFlow wraps an op's message in: "{{function_node __wrapped__Op_device_...}} " before
+# it, " [Op:Name] name: " after it.
+_TF_PREFIX = re.compile(r"^\{\{function_node [^}]*\}\}\s*")
+_TF_SUFFIX = re.compile(r"\s*\[Op:([\w.]+)\](?:\s*name:[^\n]*)?\s*$")
 
 
 def one_line(message: str) -> str:
@@ -53,10 +55,10 @@ def one_line(message: str) -> str:
 
     TensorFlow's errors from a graph (a ``tf.function``, a ``tf.data`` pipeline) span many
     lines: a header, the Python frames where the op was defined, the op's own message (the part
-    that names the file and the cause, e.g. ``/out/model; No space left on device``) and a node
-    marker. Only the op's message is kept, with the node named. An eager op's error is wrapped
-    in ``{{function_node ...}}`` and ``[Op:Name] name:``; the op's message is kept, with the op
-    named. Any other multi-line message has its lines joined with ``"; "``.
+    that names the file and the cause, e.g. ``/out/model; No space left on device``), a node
+    marker and hints. Only the op's message is kept, with the node named. An eager op's error
+    is wrapped in ``{{function_node ...}}`` and ``[Op:Name] name:``; the op's message is kept,
+    with the op named. Any other multi-line message has its lines joined with ``"; "``.
 
     Args:
         message: ``str()`` of an exception.
@@ -64,17 +66,15 @@ def one_line(message: str) -> str:
     Returns:
         The message without line breaks (empty for an empty message).
     """
-    eager = _TF_EAGER.fullmatch(message.strip())
-    if eager:
-        return f"{eager.group(1).strip()} (TensorFlow op {eager.group(2)})"
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    if len(lines) <= 1:
-        return lines[0] if lines else ""
-    if lines[0].startswith("Graph execution error"):
-        kept = [line for line in lines if not line.startswith(_TF_FRAME_LINES)]
+    suffix = _TF_SUFFIX.search(message)
+    text = _TF_PREFIX.sub("", message[:suffix.start()] if suffix else message)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    op = suffix.group(1) if suffix else None
+    if lines and lines[0].startswith("Graph execution error"):
         node = _TF_NODE.search(message)
-        return "; ".join(kept or lines[:1]) + (f" (TensorFlow op {node.group(1)})" if node else "")
-    return "; ".join(lines)
+        op = node.group(1) if node else op
+        lines = [line for line in lines if not line.startswith(_TF_FRAME_LINES)] or lines[:1]
+    return "; ".join(lines) + (f" (TensorFlow op {op})" if op else "")
 
 
 @contextlib.contextmanager

@@ -14,8 +14,9 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
+from components.step_errors import one_line
 from pipelines import docker_runner, errors, models_cli, params, preflight, remote
 
 DEFAULT_PIPELINE_ROOT = "kfp-local-root"
@@ -110,11 +111,20 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one ``error:`` line, like every other error
+    of the command line (argparse's own print the usage block first); sub-command parsers are
+    made of the same class (``add_subparsers`` uses the parent's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(errors.EXIT_BAD_INPUT, f"error: {self.prog}: {one_line(message)}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command (each sets ``func(args) -> exit code``)."""
     from components.image import COMPONENT_IMAGE
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="kfp-finetune",
         description="Fine-tune pretrained Keras image models as a Kubeflow Pipelines workflow.",
         allow_abbrev=False,

@@ -17,7 +17,7 @@ import time
 import warnings
 from typing import Any
 
-from components.step_errors import ERROR_FILE_ENV, read_errors
+from components.step_errors import ERROR_FILE_ENV, one_line, read_errors
 from pipelines import docker_runner
 from pipelines.docker_runner import DockerOptions
 
@@ -61,6 +61,12 @@ class LocalRunResult:
             "run_dir": self.run_dir,
             "seconds": self.seconds,
         }
+
+
+def step_failed(record: dict[str, str], pipeline_root: str | None = None, run_dir: str | None = None) -> PipelineRunError:
+    """The error of a run whose step failed, from the step's record in the error file
+    (``components.step_errors.reported``): ``step <name> failed: <Error>: <message>``."""
+    return PipelineRunError(f"step {record['step']} failed: {record['error']}", pipeline_root, run_dir)
 
 
 def _latest_run_dir(pipeline_root: str, before: set[str]) -> str | None:
@@ -157,8 +163,8 @@ def run_local(
             errors = read_errors(error_file)
             where = {"pipeline_root": pipeline_root, "run_dir": _latest_run_dir(pipeline_root, before)}
             if errors:
-                raise PipelineRunError(f"step {errors[-1]['step']} failed: {errors[-1]['error']}", **where) from e
-            raise PipelineRunError(f"pipeline failed: {type(e).__name__}: {e}", **where) from e
+                raise step_failed(errors[-1], **where) from e
+            raise PipelineRunError(f"pipeline failed: {type(e).__name__}: {one_line(str(e))}", **where) from e
         finally:
             if previous is None:
                 os.environ.pop(ERROR_FILE_ENV, None)

@@ -100,6 +100,17 @@ _TRUE = frozenset({"true", "yes", "1", "on"})
 _FALSE = frozenset({"false", "no", "0", "off"})
 
 
+def _shown(value: Any) -> str:
+    """``repr(value)`` cut short (``reprlib``): a YAML alias bomb (a list of lists of the same
+    list, nested) is a few objects in memory but its full repr is exponentially long."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother = 3, 80, 80
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 5
+    return short.repr(value)
+
+
 def _coerce(value: Any, parameter: PipelineParameter) -> Any:
     """Converts one value to the JSON type the KFP server expects for ``parameter``."""
     kind = parameter.parameter_type
@@ -108,44 +119,44 @@ def _coerce(value: Any, parameter: PipelineParameter) -> Any:
         raise ValueError(f"{where} has no value (null)")
     if kind == "STRING":
         if not isinstance(value, str):
-            raise ValueError(f"{where} must be a string, got {value!r}; quote it in YAML")
+            raise ValueError(f"{where} must be a string, got {_shown(value)}; quote it in YAML")
         return value
     if kind == "NUMBER_INTEGER":
         if isinstance(value, bool):
-            raise ValueError(f"{where} must be an integer, got {value!r}")
+            raise ValueError(f"{where} must be an integer, got {_shown(value)}")
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, int):
             return value
         if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
             return int(value)
-        raise ValueError(f"{where} must be an integer, got {value!r}")
+        raise ValueError(f"{where} must be an integer, got {_shown(value)}")
     if kind == "NUMBER_DOUBLE":
         if isinstance(value, bool):
-            raise ValueError(f"{where} must be a number, got {value!r}")
+            raise ValueError(f"{where} must be a number, got {_shown(value)}")
         if isinstance(value, (int, float)):
             return float(value)
         if isinstance(value, str):
             try:
                 return float(value)
             except ValueError:
-                raise ValueError(f"{where} must be a number, got {value!r}") from None
-        raise ValueError(f"{where} must be a number, got {value!r}")
+                raise ValueError(f"{where} must be a number, got {_shown(value)}") from None
+        raise ValueError(f"{where} must be a number, got {_shown(value)}")
     if kind == "BOOLEAN":
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
             return value.strip().lower() in _TRUE
-        raise ValueError(f"{where} must be true or false, got {value!r}")
+        raise ValueError(f"{where} must be true or false, got {_shown(value)}")
     if kind in ("LIST", "STRUCT"):
         wanted = list if kind == "LIST" else dict
         if isinstance(value, str):
             try:
                 value = json.loads(value)
             except json.JSONDecodeError as error:
-                raise ValueError(f"{where} must be JSON, got {value!r}: {error}") from None
+                raise ValueError(f"{where} must be JSON, got {_shown(value)}: {error}") from None
         if not isinstance(value, wanted):
-            raise ValueError(f"{where} must be a JSON {'list' if kind == 'LIST' else 'object'}, got {value!r}")
+            raise ValueError(f"{where} must be a JSON {'list' if kind == 'LIST' else 'object'}, got {_shown(value)}")
         return value
     raise ValueError(f"{where}: unsupported parameter type {kind!r}")
 
