@@ -188,3 +188,39 @@ def test_docker_runner_checks_base_weights_through_the_mounts(tmp_path, monkeypa
     assert main([*base, "--base-weights", "/backbone/missing.weights.h5"]) == 2
     assert capsys.readouterr().err == (f"error: base_weights file '/backbone/missing.weights.h5' does not exist "
                                        f"(on the host: '{backbone}/missing.weights.h5')\n")
+
+
+def test_no_parser_takes_an_abbreviated_option():
+    """Regression (new-user review): --data was taken for --data-uri; a later option sharing
+    the prefix would silently change its meaning."""
+    from pipelines.cli import Parser, build_parser, parsers
+
+    every = parsers(build_parser())
+    assert len(every) > 10 and all(p.allow_abbrev is False and isinstance(p, Parser) for p in every)
+
+
+def test_version_is_the_installed_distribution(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"kfp-finetune {version('kfp-finetune')}\n"
+
+
+@pytest.mark.parametrize("ref", [
+    "ghcr.io/kfp-finetune/kfp-finetune:0.1.0", "python:3.11-slim", "ubuntu", "localhost:5000/team/img",
+    "registry.example.com:443/a/b/c:v1.2_3", "[::1]:5000/img:tag", "img@sha256:" + "a" * 64, "a.b-c__d/e:latest@sha512:" + "F" * 128,
+])
+def test_valid_image_references_are_taken(ref):
+    from components.image import check_reference
+
+    assert check_reference(ref) == ref
+
+
+@pytest.mark.parametrize("ref", ["", "img:", ":tag", "img:-tag", "ghcr.io/Team/img", "img//x", "img@md5:abc", "img:" + "t" * 129, "a" * 256])
+def test_invalid_image_references_are_refused(ref):
+    from components.image import check_reference
+
+    with pytest.raises(ValueError, match=r"is not a valid image reference|has a name longer than 255 characters"):
+        check_reference(ref)
