@@ -56,6 +56,20 @@ class World:
         return ["run-local", *[x for k, v in flags.items() if v is not None for x in (f"--{k}", v)], *extra]
 
 
+def marked(category: str, table: list) -> list:
+    """The ``pytest.param`` rows of ``table``, each marked ``reliability(category)``."""
+    return [pytest.param(*row.values, marks=[*row.marks, pytest.mark.reliability(category)], id=row.id) for row in table]
+
+
+def write_file(folder: str, name: str, content: bytes | str = b"") -> str:
+    """Writes ``folder/name`` (folders made as needed) and returns its path."""
+    path = os.path.join(folder, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(content.encode() if isinstance(content, str) else content)
+    return path
+
+
 def png(seed: int, size: tuple[int, int] = (8, 8)) -> bytes:
     """A small RGB PNG, its pixels from ``seed``."""
     import numpy as np

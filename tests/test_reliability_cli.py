@@ -13,18 +13,10 @@ import time
 import pytest
 
 from gcs_emulator import _free_port
-from reliability import assert_refused, guard, png, run_cli, snapshot, step_error, world  # noqa: F401 - pytest fixtures
+from reliability import assert_refused, guard, marked, png, run_cli, snapshot, step_error, world, write_file  # noqa: F401 - pytest fixtures
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_EXPECTED = "expected [HOST[:PORT]/]PATH[:TAG][@ALGORITHM:HEX] with PATH in lower case"
-
-
-def _file(folder: str, name: str, content: bytes | str = b"") -> str:
-    path = os.path.join(folder, name)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(content.encode() if isinstance(content, str) else content)
-    return path
 
 
 def _fifo(folder: str, name: str) -> str:
@@ -50,35 +42,24 @@ CLI = [
     pytest.param(lambda w, t: w.run_local("--runner", "docker", "--image", "kfp finetune:1"),
                  ("image 'kfp finetune:1' is not a valid image reference", IMAGE_EXPECTED), id="docker-runner-image"),
     pytest.param(lambda w, t: w.run_local(summary=t), ("--summary", "is a folder; expected a file path"), id="summary-is-a-folder"),
-    pytest.param(lambda w, t: w.run_local(summary=_file(t, "f", "x") + "/summary.json"),
+    pytest.param(lambda w, t: w.run_local(summary=write_file(t, "f", "x") + "/summary.json"),
                  ("--summary's folder", "/f' is a file; expected a folder"), id="summary-under-a-file"),
-    pytest.param(lambda w, t: w.run_local(pipeline_root=_file(t, "root", "x")), ("--pipeline-root", "/root' is a file; expected a folder"),
+    pytest.param(lambda w, t: w.run_local(pipeline_root=write_file(t, "root", "x")), ("--pipeline-root", "/root' is a file; expected a folder"),
                  id="pipeline-root-is-a-file"),
     pytest.param(lambda w, t: w.run_local(pipeline_root="gs://bucket/root"),
                  ("--pipeline-root 'gs://bucket/root' must be a local folder for run-local",), id="pipeline-root-remote"),
     pytest.param(lambda w, t: w.run_local(package=f"{t}/none.yaml"), ("pipeline package", "none.yaml' does not exist"), id="package-missing"),
-    pytest.param(lambda w, t: w.run_local(package=_file(t, "p.json", "{}")), ("pipeline package", "p.json' must be a compiled KFP IR .yaml/.yml file"),
+    pytest.param(lambda w, t: w.run_local(package=write_file(t, "p.json", "{}")), ("pipeline package", "p.json' must be a compiled KFP IR .yaml/.yml file"),
                  id="package-not-yaml"),
     pytest.param(lambda w, t: w.run_local("--docker-user", "1000"), ("--docker-user applies only with --runner docker",), id="docker-flag-without-docker"),
     pytest.param(lambda w, t: ["demo", "--workdir", f"{t}/demo", "--epochs", "-1"], ("epochs must be >= 0, got -1",), id="demo-bad-epochs"),
-    pytest.param(lambda w, t: ["demo", "--workdir", _file(t, "demo", "x")], ("--workdir", "/demo' is a file; expected a folder"),
+    pytest.param(lambda w, t: ["demo", "--workdir", write_file(t, "demo", "x")], ("--workdir", "/demo' is a file; expected a folder"),
                  id="demo-workdir-is-a-file"),
     pytest.param(lambda w, t: ["demo", "--workdir", f"{t}/demo", "--summary", t], ("--summary", "is a folder; expected a file path"),
                  id="demo-summary-is-a-folder"),
     pytest.param(lambda w, t: ["predict", "--registry-uri", w.registry, "--version", "1", "x.png"],
                  ("--model NAME is required with --registry-uri",), id="predict-without-model"),
 ]
-
-
-@pytest.mark.reliability("cli")
-@pytest.mark.parametrize("make, fragments", CLI)
-def test_bad_command_lines_are_refused(make, fragments, world, guard, tmp_path, capsys):
-    """Regression (new-user review): abbreviations were taken, --image took any text, the demo
-    checked its options only after two minutes of work."""
-    start = time.perf_counter()
-    code, err, before, after = run_cli(make(world, str(tmp_path)), capsys, world.root, str(tmp_path))
-    assert_refused(code, err, 2, fragments, before, after)
-    assert guard == [] and time.perf_counter() - start < 10
 
 
 @pytest.mark.reliability("cli")
@@ -129,20 +110,11 @@ def test_a_storage_endpoint_that_refuses_connections_fails_naming_the_bucket(wor
 FAULTS = [
     pytest.param(lambda w, t: w.run_local(summary="/dev/full"), ("--summary '/dev/full' is not a regular file", "expected a file path"),
                  id="summary-on-a-full-device"),
-    pytest.param(lambda w, t: w.run_local("--checkpoint-dir", _file(t, "checkpoints", "x")),
+    pytest.param(lambda w, t: w.run_local("--checkpoint-dir", write_file(t, "checkpoints", "x")),
                  ("checkpoint_dir", "/checkpoints' is a file; expected a folder"), id="checkpoint-dir-is-a-file"),
     pytest.param(lambda w, t: w.run_local("--checkpoint-dir", "/proc/kfp-finetune-checkpoints"),
                  ("checkpoint_dir '/proc/kfp-finetune-checkpoints' cannot be created in '/proc'",), id="checkpoint-dir-cannot-be-created"),
 ]
-
-
-@pytest.mark.reliability("faults")
-@pytest.mark.parametrize("make, fragments", FAULTS)
-def test_outputs_that_cannot_be_written_are_refused_before_the_run(make, fragments, world, guard, tmp_path, capsys):
-    """Regression: an unwritable --summary failed after the push, so a retrying job pushed twice."""
-    code, err, before, after = run_cli(make(world, str(tmp_path)), capsys, world.root, str(tmp_path))
-    assert_refused(code, err, 2, fragments, before, after)
-    assert guard == []
 
 
 def _full_disk_write():
@@ -214,12 +186,12 @@ def _alias_bomb(t: str) -> str:
     """A YAML "billion laughs" as ``data_uri``'s value: 30 levels of lists of the previous level
     twice (2^30 strings when expanded; a few objects as PyYAML builds it)."""
     levels = ["&a0 [lol, lol]"] + [f"&a{i} [*a{i - 1}, *a{i - 1}]" for i in range(1, 30)]
-    return _file(t, "bomb.yaml", f"data_uri: [{', '.join(levels)}]\n")
+    return write_file(t, "bomb.yaml", f"data_uri: [{', '.join(levels)}]\n")
 
 
 def _python_tag(t: str) -> str:
     marker = os.path.join(t, "executed")
-    return _file(t, "tagged.yaml", f"epochs: !!python/object/apply:os.system ['touch {marker}']\n")
+    return write_file(t, "tagged.yaml", f"epochs: !!python/object/apply:os.system ['touch {marker}']\n")
 
 
 SECURITY = [
@@ -251,9 +223,11 @@ def _symlink(t: str, target: str, name: str) -> str:
     return path
 
 
-@pytest.mark.reliability("security")
-@pytest.mark.parametrize("make, fragments", SECURITY)
-def test_hostile_input_is_refused_without_effect(make, fragments, world, guard, tmp_path, capsys):
+@pytest.mark.parametrize("make, fragments", marked("cli", CLI) + marked("faults", FAULTS) + marked("security", SECURITY))
+def test_bad_command_lines_outputs_and_hostile_input_are_refused(make, fragments, world, guard, tmp_path, capsys):
+    """Regression (new-user review and issue 13): abbreviations were taken, --image took any
+    text, the demo checked its options only after two minutes of work, an unwritable --summary
+    failed after the push (a retrying job pushed twice)."""
     start = time.perf_counter()
     code, err, before, after = run_cli(make(world, str(tmp_path)), capsys, world.root, str(tmp_path))
     assert_refused(code, err, 2, fragments, before, after)

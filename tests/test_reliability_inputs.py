@@ -13,17 +13,9 @@ import os
 import pytest
 
 from gcs_emulator import gcs_emulator, new_bucket  # noqa: F401 - pytest fixture
-from reliability import assert_refused, guard, run_cli, step_error, world  # noqa: F401 - pytest fixtures
+from reliability import assert_refused, guard, marked, run_cli, step_error, world, write_file  # noqa: F401 - pytest fixtures
 
 DATA_EXPECTED = "expected a folder of class folders, a .csv manifest (path,label) or .tfrecord[.gz] files"
-
-
-def _file(folder: str, name: str, content: bytes | str = b"") -> str:
-    path = os.path.join(folder, name)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(content.encode() if isinstance(content, str) else content)
-    return path
 
 
 def _folder(folder: str, name: str) -> str:
@@ -33,7 +25,7 @@ def _folder(folder: str, name: str) -> str:
 
 def _junk_only(t: str) -> str:
     for name in (".DS_Store", "Thumbs.db", "__MACOSX/a/1.png", "a/.hidden.png", "a/desktop.ini"):
-        _file(t, f"junk/{name}", b"x")
+        write_file(t, f"junk/{name}", b"x")
     return os.path.join(t, "junk")
 
 
@@ -44,27 +36,19 @@ DATA = [
                  id="folder-empty"),
     pytest.param(lambda w, t: w.run_local(data_uri=_junk_only(t)),
                  ("data_uri", "/junk'", "lists no file (empty, or only hidden and system files)", DATA_EXPECTED), id="only-junk-files"),
-    pytest.param(lambda w, t: w.run_local(data_uri=_file(t, "notes.txt", "hello")),
+    pytest.param(lambda w, t: w.run_local(data_uri=write_file(t, "notes.txt", "hello")),
                  ("data_uri", "notes.txt'", "is a file but not a .csv manifest or .tfrecord[.gz] file", DATA_EXPECTED), id="plain-file"),
     pytest.param(lambda w, t: w.run_local(data_uri=f"{t}/images.csv"), ("data_uri", "images.csv'", "does not exist"), id="manifest-missing"),
-    pytest.param(lambda w, t: w.run_local(data_uri=_file(t, "images.csv", "path,label\n")),
+    pytest.param(lambda w, t: w.run_local(data_uri=write_file(t, "images.csv", "path,label\n")),
                  ("CSV manifest", "images.csv'", "has no row (expected 'path,label' rows)"), id="manifest-header-only"),
-    pytest.param(lambda w, t: w.run_local(data_uri=_file(t, "images.csv", ",\n ,\n")),
+    pytest.param(lambda w, t: w.run_local(data_uri=write_file(t, "images.csv", ",\n ,\n")),
                  ("images.csv'", "the manifest has no usable row", "images.csv:1: empty row ','", "expected 'path,label'"),
                  id="manifest-empty-rows"),
-    pytest.param(lambda w, t: w.run_local(data_uri=_file(t, "images.csv", "a/0.png\na/1.png;a\n")),
+    pytest.param(lambda w, t: w.run_local(data_uri=write_file(t, "images.csv", "a/0.png\na/1.png;a\n")),
                  ("images.csv'", "no usable row", "images.csv:1: expected 'path,label', got 'a/0.png'"), id="manifest-malformed-rows"),
     pytest.param(lambda w, t: w.run_local(data_uri=f"{t}/train.tfrecord"), ("data_uri", "train.tfrecord'", "does not exist"),
                  id="tfrecord-missing"),
 ]
-
-
-@pytest.mark.reliability("data")
-@pytest.mark.parametrize("make, fragments", DATA)
-def test_bad_data_is_refused_up_front(make, fragments, world, guard, tmp_path, capsys):
-    code, err, before, after = run_cli(make(world, str(tmp_path)), capsys, world.root, str(tmp_path))
-    assert_refused(code, err, 2, fragments, before, after)
-    assert guard == []
 
 
 @pytest.fixture()
@@ -115,10 +99,10 @@ def _tfrecord(folder: str, damage: str) -> str:
     if damage == "flipped":
         data = bytearray(whole)
         data[-20] ^= 0xFF
-        return _file(folder, "flipped.tfrecord", bytes(data))
+        return write_file(folder, "flipped.tfrecord", bytes(data))
     if damage == "truncated-gzip":
-        return _file(folder, "cut.tfrecord.gz", gzip.compress(whole)[:-40])
-    return _file(folder, "not-one.tfrecord", b"hello, this is not a TFRecord file" * 4)
+        return write_file(folder, "cut.tfrecord.gz", gzip.compress(whole)[:-40])
+    return write_file(folder, "not-one.tfrecord", b"hello, this is not a TFRecord file" * 4)
 
 
 TFRECORDS = [
@@ -150,7 +134,7 @@ def test_a_damaged_tfrecord_file_is_named_with_its_record(damage, fragments, wor
 
 
 def _yaml(t: str, text: str) -> str:
-    return _file(t, "run.yaml", text)
+    return write_file(t, "run.yaml", text)
 
 
 def _other_width_weights(t: str) -> str:
@@ -194,9 +178,9 @@ PARAMETERS = [
     pytest.param(lambda w, t: w.run_local(base_weights=_other_family_weights(t)),
                  ("other.weights.h5'", "layer 'Conv1'", "the file has shapes [(3, 3, 3, 16), (16,)]", "the model expects [(3, 3, 3, 16)]"),
                  id="weights-of-another-architecture"),
-    pytest.param(lambda w, t: w.run_local(base_weights=_file(t, "garbage.weights.h5", b"not weights")),
+    pytest.param(lambda w, t: w.run_local(base_weights=write_file(t, "garbage.weights.h5", b"not weights")),
                  ("base_weights file", "garbage.weights.h5' is not a Keras .weights.h5 file (HDF5)"), id="weights-garbage"),
-    pytest.param(lambda w, t: w.run_local(base_weights=_file(t, "garbage.keras", b"not a model")),
+    pytest.param(lambda w, t: w.run_local(base_weights=write_file(t, "garbage.keras", b"not a model")),
                  ("base_weights file", "garbage.keras' is not a saved Keras model (.keras)"), id="keras-model-garbage"),
     pytest.param(lambda w, t: w.run_local(base_weights=f"{t}/nope.weights.h5"), ("base_weights file", "nope.weights.h5' does not exist"),
                  id="weights-missing"),
@@ -224,18 +208,10 @@ PARAMETERS = [
 ]
 
 
-@pytest.mark.reliability("parameters")
-@pytest.mark.parametrize("make, fragments", PARAMETERS)
-def test_bad_parameters_are_refused_up_front(make, fragments, world, guard, tmp_path, capsys):
-    code, err, before, after = run_cli(make(world, str(tmp_path)), capsys, world.root, str(tmp_path))
-    assert_refused(code, err, 2, fragments, before, after)
-    assert guard == []
-
-
 REGISTRY = [
-    pytest.param(lambda w, t: w.run_local(registry_uri=_file(t, "registry.txt", "x")),
+    pytest.param(lambda w, t: w.run_local(registry_uri=write_file(t, "registry.txt", "x")),
                  ("registry_uri", "registry.txt' is a file; use a folder (created by the first push) or gs://bucket/prefix"), id="a-file"),
-    pytest.param(lambda w, t: w.run_local(registry_uri=_file(t, "f", "x") + "/registry"),
+    pytest.param(lambda w, t: w.run_local(registry_uri=write_file(t, "f", "x") + "/registry"),
                  ("registry_uri", "/f/registry' lies under", "/f', which is a file"), id="under-a-file"),
     pytest.param(lambda w, t: w.run_local(registry_uri="/proc/kfp-finetune-registry"),
                  ("registry_uri '/proc/kfp-finetune-registry' cannot be created in '/proc'", "expected a writable folder"),
@@ -243,9 +219,8 @@ REGISTRY = [
 ]
 
 
-@pytest.mark.reliability("registry")
-@pytest.mark.parametrize("make, fragments", REGISTRY)
-def test_an_unusable_registry_is_refused_up_front(make, fragments, world, guard, tmp_path, capsys):
+@pytest.mark.parametrize("make, fragments", marked("data", DATA) + marked("parameters", PARAMETERS) + marked("registry", REGISTRY))
+def test_bad_input_is_refused_up_front(make, fragments, world, guard, tmp_path, capsys):
     code, err, before, after = run_cli(make(world, str(tmp_path)), capsys, world.root, str(tmp_path))
     assert_refused(code, err, 2, fragments, before, after)
     assert guard == []
