@@ -72,7 +72,7 @@ class TrainingData:
     cache: bool
     train_examples: Any
     eval_examples: Any
-    fingerprint: str = ""
+    fingerprint: str
 
 
 @dataclasses.dataclass(frozen=True)

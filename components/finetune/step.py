@@ -10,11 +10,11 @@ from typing import Any, Iterator
 
 from components.accelerators import require_accelerators
 from components.artifacts import CHECKPOINT_DIR, TENSORBOARD_DIR
+from components.finetune.backup import bind, read_history, run_inputs
 from components.finetune.data import prepare_data
 from components.finetune.export import save_models, training_summary, write_training_record
 from components.finetune.model import build_model
 from components.finetune.settings import FinetuneSettings
-from components.finetune.backup import bind, read_history, run_inputs
 from components.finetune.training import TrainingRun, configure_devices, fine_tune, train_head
 
 
