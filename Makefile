@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_WORKDIR ?= demo-work
 
-.PHONY: demo test test-fast compile clean bench images image-cpu image-gpu test-images kind-up kind-e2e kind-down
+.PHONY: demo test test-fast reliability compile clean bench images image-cpu image-gpu test-images kind-up kind-e2e kind-down
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: $(STAMP)
 # Everything except the end-to-end kfp.local runs (marked slow).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The bad-input, fault and security catalogue (tests marked reliability; also part of make test);
+# prints the number of cases per category at the end.
+reliability: $(STAMP)
+	$(BIN)/python -m pytest -q -m reliability
 
 # Performance table of bench/README.md (under 15 minutes on 2 cores); BENCH_ARGS=--quick for fewer repetitions.
 bench: $(STAMP)

@@ -63,6 +63,35 @@ OUTPUT_CONFIDENCE = "confidence"
 CLASS_NAMES = "class_names"
 
 
+# Fewest images a class should have in the eval and in the test split. Below it the statistics
+# and the evaluate report warn: with n images of a class one image moves its recall by 1/n (20 %
+# at 5), so its per-class metrics, early stopping on eval accuracy and the champion comparison
+# rest on noise for that class.
+MIN_SPLIT_IMAGES_PER_CLASS = 5
+
+
+def few_images_warnings(class_counts: dict[str, dict[str, int]], classes: list[str], splits: tuple[str, ...] = ("eval", "test"),
+                        minimum: int = MIN_SPLIT_IMAGES_PER_CLASS) -> list[str]:
+    """One warning per class and split with fewer than ``minimum`` images.
+
+    Args:
+        class_counts: ``{split: {class: images}}`` (a class missing from a split has 0).
+        classes: Every class of the dataset.
+        splits: The splits to look at.
+        minimum: See ``MIN_SPLIT_IMAGES_PER_CLASS``.
+
+    Returns:
+        e.g. ``"class '7' has 2 images in the test split (fewer than 5): its test metrics are unreliable"``,
+        in split, then class order.
+    """
+    return [
+        f"class {c!r} has {n} image{'' if n == 1 else 's'} in the {split} split (fewer than {minimum}): "
+        f"its {split} metrics are unreliable"
+        for split in splits for c in classes
+        if (n := class_counts.get(split, {}).get(c, 0)) < minimum
+    ]
+
+
 def split_files(examples_dir: str, split: str) -> list[str]:
     """The TFRecord files of one split of an ``examples`` artifact, sorted by name.
 

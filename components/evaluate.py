@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Sequence
 from components.settings import MODEL_NAME, REGISTRY_URI, TARGET_ENV, Setting, in_range, validate
 from components.artifacts import (
     CLASS_NAMES, IMAGE_KEY, LABEL_KEY, OUTPUT_PROBABILITIES, SERVING_DIR, SERVING_INPUT, SERVING_SIGNATURE, TRAINING_FILE,
-    raw_feature_spec, split_files,
+    few_images_warnings, raw_feature_spec, split_files,
 )
 
 _BATCH = 256
@@ -647,7 +647,8 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 def report_markdown(result: dict[str, Any]) -> str:
     """A Markdown report of ``run_evaluate``'s result for the KFP UI.
 
-    Sections: the blessing decision and its reason, the scalar metrics, the per-class table, the
+    Sections: the blessing decision and its reason, a warning per class with few test images,
+    the scalar metrics, the per-class table, the
     most frequent confusions, calibration, the champion comparison with the paired test, and the
     diagnosis of the training curves with its remedies.
     """
@@ -658,6 +659,7 @@ def report_markdown(result: dict[str, Any]) -> str:
         "",
         f"**{'Blessed' if result['blessed'] else 'Not blessed'}**: {result['reason']}",
         "",
+        *[f"**Warning**: {w}.\n" for w in result.get("warnings", [])],
         f"Test examples: {m['num_examples']}; accuracy {m['accuracy']:.4f}; macro F1 {m['macro_f1']:.4f}; "
         f"weighted F1 {m['weighted_f1']:.4f}{top_k}; log loss {m['log_loss']:.4f}; "
         f"expected calibration error {m['expected_calibration_error']:.4f} ({ECE_BINS} bins)",
@@ -783,11 +785,13 @@ def run_evaluate(
 
     Returns:
         What ``evaluation.json`` holds: ``{"metrics": compute_metrics(...), "class_names",
-        "blessed", "reason", "champion", "champion_version", "diagnosis"}``. ``champion`` is None
-        or ``score_champion``'s block without the per-example predictions, plus ``paired_test``
-        (the fields of ``PairedTest``) when compared. ``champion_version`` is the version the
-        alias pointed at when read (None: unset, or no registry/alias given), which the push
-        step's gate requires to be unchanged. ``diagnosis`` is ``diagnose_fit``'s result or None.
+        "blessed", "reason", "champion", "champion_version", "diagnosis", "warnings"}``. ``champion``
+        is None or ``score_champion``'s block without the per-example predictions, plus
+        ``paired_test`` (the fields of ``PairedTest``) when compared. ``champion_version`` is the
+        version the alias pointed at when read (None: unset, or no registry/alias given), which the
+        push step's gate requires to be unchanged. ``diagnosis`` is ``diagnose_fit``'s result or
+        None. ``warnings`` names each class with fewer than
+        ``artifacts.MIN_SPLIT_IMAGES_PER_CLASS`` test images.
 
     Raises:
         ValueError: empty test split, a ``training`` without a usable ``history`` (see
@@ -825,6 +829,7 @@ def run_evaluate(
         label_change, settings.allow_label_change,
     )
     reason = blessing.reason
+    support = {"test": {c: v["support"] for c, v in metrics["per_class"].items()}}
     return {
         "metrics": metrics,
         "class_names": class_names,
@@ -834,6 +839,7 @@ def run_evaluate(
         # What the push's gate checks: the alias must still point here (None: it was unset).
         "champion_version": None if champion is None else champion["version"],
         "diagnosis": diagnosis,
+        "warnings": few_images_warnings(support, class_names, splits=("test",)),
     }
 
 
@@ -880,4 +886,6 @@ def run_evaluate_step(
     write_json(result, evaluation_path)
     with open(report_path, "w") as f:
         f.write(report_markdown(result))
+    for warning in result["warnings"]:
+        print(f"warning: {warning}", flush=True)
     return result

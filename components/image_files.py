@@ -10,6 +10,7 @@ or L for grayscale), leaving the bytes of everything else untouched.
 from __future__ import annotations
 
 import io
+import threading
 from typing import Any
 
 # Pillow formats we accept (by what the file *is*, not its name).
@@ -24,6 +25,9 @@ _EXIF_ORIENTATION = 0x0112
 # Names that operating systems and tools leave in folders: never data, never a class.
 _JUNK_NAMES = {"thumbs.db", "desktop.ini", "__macosx", "@eadir", "lost+found", "$recycle.bin", ".ds_store", "icon\r"}
 DEFAULT_MAX_PIXELS = 50_000_000
+# Pillow's own guard (Image.MAX_IMAGE_PIXELS, about 89 million pixels) is lifted only while a
+# header is read again to name its size; the lock keeps other threads from opening images then.
+_HEADER_LOCK = threading.Lock()
 
 
 def is_junk(name: str) -> bool:
@@ -67,13 +71,34 @@ def inspect_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str
             img.load()
     except UnidentifiedImageError:
         return {"ok": False, "reason": "not a readable image (unknown format)"}
-    except Image.DecompressionBombError as e:
-        return {"ok": False, "reason": f"decompression bomb: {e}"}
+    except Image.DecompressionBombError:
+        # Pillow refuses to open an image of more than twice its own limit and says so in its
+        # own words; the documented reason names the declared size and this project's limit.
+        width, height = _declared_size(data)
+        if width * height > max_pixels:
+            return {"ok": False, "reason": f"{width}x{height} pixels exceeds the limit of {max_pixels} (max_pixels)"}
+        return {"ok": False, "reason": f"{width}x{height} pixels exceeds Pillow's decompression-bomb limit of "
+                                       f"{2 * Image.MAX_IMAGE_PIXELS} (2 x PIL.Image.MAX_IMAGE_PIXELS)"}
     except (OSError, SyntaxError, ValueError, EOFError) as e:  # what Pillow raises for damaged data
         return {"ok": False, "reason": f"damaged image: {e}"}
     convert = mode not in _NATIVE.get(fmt, set()) or orientation != 1
     channels = {"1": 1, "L": 1, "P": 3, "LA": 2, "PA": 4, "RGB": 3, "RGBA": 4, "CMYK": 4, "YCbCr": 3, "I": 1, "F": 1, "I;16": 1}.get(mode, 0)
     return {"ok": True, "format": fmt, "mode": mode, "width": width, "height": height, "channels": channels, "convert": convert}
+
+
+def _declared_size(data: bytes) -> tuple[int, int]:
+    """The width and height an image's header declares, read with Pillow's decompression-bomb
+    guard lifted; no pixel is decoded (``Image.open`` reads the header only)."""
+    from PIL import Image
+
+    with _HEADER_LOCK:
+        limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                return img.size
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
 
 
 def normalize_image(data: bytes) -> bytes:

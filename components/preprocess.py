@@ -50,7 +50,7 @@ from components.settings import (
 )
 from components.artifacts import (
     EXAMPLES_SUFFIX, IMAGE_KEY, LABEL_KEY, LABEL_VOCABULARY, MANIFEST_FILE, SPLITS, STATISTICS_FILE, escape_label,
-    raw_feature_spec,
+    few_images_warnings, raw_feature_spec,
 )
 
 # One JSON line per input file (see the module docstring).
@@ -368,7 +368,8 @@ def summarize(rows: Iterable[dict[str, Any]], skipped: list[dict[str, str]], dec
         ``class_totals`` {class: n}, ``image_sizes`` {"<=N px": n} (longer side),
         ``image_modes``, ``image_formats``, ``converted`` (re-encoded as PNG), ``skipped``
         [{"uri", "reason"}], ``conflicts`` (images excluded for disagreeing labels),
-        ``duplicates`` (usable images whose content equals another's), ``bad_fraction``, and
+        ``duplicates`` (usable images whose content equals another's), ``bad_fraction``,
+        ``warnings`` (``artifacts.few_images_warnings``: classes with few eval or test images), and
         ``fingerprint``: SHA-256 over the sorted ``class<TAB>content SHA-256`` lines of the usable
         images (same images with the same labels -> same fingerprint, wherever they are stored).
     """
@@ -410,6 +411,7 @@ def summarize(rows: Iterable[dict[str, Any]], skipped: list[dict[str, str]], dec
         "conflicts": conflicts,
         "duplicates": duplicates,
         "bad_fraction": (len(skipped) / num_files) if num_files else 0.0,
+        "warnings": few_images_warnings(counts, classes),
         "fingerprint": hashlib.sha256("\n".join(sorted(pairs)).encode()).hexdigest(),
     }
 
@@ -480,6 +482,8 @@ def statistics_markdown(stats: dict[str, Any]) -> str:
         lines.append(f"| {c} | " + " | ".join(row) + f" | {stats['class_totals'][c]} |")
     for key, title in (("image_sizes", "Image size (longer side, px)"), ("image_modes", "Pixel mode"), ("image_formats", "Format")):
         lines += ["", f"**{title}**: " + ", ".join(f"{k}: {v}" for k, v in stats[key].items())]
+    if stats.get("warnings"):
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in stats["warnings"]]
     champion = stats.get("champion")
     if champion:
         if champion["labels"]["same"]:
@@ -788,6 +792,8 @@ def run_preprocess_step(
     champion = registry.champion(settings.registry_uri, settings.model_name, settings.target_env)
     stats = run_preprocess(settings.data_uri, examples_dir, transform_graph_dir, settings, champion)
     write_statistics(stats, os.path.join(statistics_dir, STATISTICS_FILE), report_path)
+    for warning in stats["warnings"]:
+        print(f"warning: {warning}", flush=True)
     return stats
 
 if __name__ == "__main__":

@@ -21,10 +21,15 @@ from typing import Any
 
 from components import storage
 from components.image_files import IMAGE_EXTENSIONS, is_junk
+from components.step_errors import one_line
 
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecord.gz", ".tfrecords", ".tfrecords.gz")
 TFRECORD_IMAGE_KEY = "image/encoded"
 TFRECORD_LABEL_KEY = "image/class/label"
+
+
+class DamagedTFRecordError(ValueError):
+    """A TFRecord file that cannot be read to its end (truncated, corrupt, not TFRecord at all)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,9 +121,12 @@ def _discover_csv(csv_uri: str) -> Inventory:
     else:
         first_line = 1
     for line, row in enumerate(rows, start=first_line):
-        if not row or all(not c.strip() for c in row):
-            continue
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue  # a blank line is not a row
         where = f"{csv_uri}:{line}"
+        if all(not c.strip() for c in row):
+            inv.skipped.append({"uri": where, "reason": f"empty row {','.join(row)!r}: expected 'path,label'"})
+            continue
         if len(row) != 2 or not row[0].strip() or not row[1].strip():
             inv.skipped.append({"uri": where, "reason": f"expected 'path,label', got {','.join(row)!r}"})
             continue
@@ -154,14 +162,26 @@ def parse_tfrecord_example(serialized: bytes) -> tuple[bytes | None, str | None,
 
 def tfrecord_labels(files: list[str]) -> set[str]:
     """The distinct labels of TFRecord ``files`` (one streaming pass; records without a label,
-    reported by the preprocess pipeline, are left out)."""
+    reported by the preprocess pipeline, are left out).
+
+    Raises:
+        DamagedTFRecordError: a file is truncated or corrupt (names the file and the record).
+    """
     import tensorflow as tf
 
     labels: set[str] = set()
     for f in files:
         compression = "GZIP" if f.lower().endswith(".gz") else ""
-        for raw in tf.data.TFRecordDataset(f, compression_type=compression).as_numpy_iterator():
-            label = parse_tfrecord_example(raw)[1]
-            if label:
-                labels.add(label)
+        read = 0
+        try:
+            for raw in tf.data.TFRecordDataset(f, compression_type=compression).as_numpy_iterator():
+                read += 1
+                label = parse_tfrecord_example(raw)[1]
+                if label:
+                    labels.add(label)
+        except tf.errors.DataLossError as e:
+            raise DamagedTFRecordError(
+                f"TFRecord file {f!r} is damaged at record {read + 1} ({read} whole record(s) before it): "
+                f"{one_line(e.message)}; expected whole TFRecord records{' in a gzip file' if compression else ''}"
+            ) from None
     return labels

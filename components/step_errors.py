@@ -10,6 +10,7 @@ import contextlib
 import gc
 import json
 import os
+import re
 from typing import Iterator
 
 ERROR_FILE_ENV = "KFP_FINETUNE_ERROR_FILE"
@@ -39,10 +40,48 @@ def end_process_quickly() -> None:
         _quick_exit_registered = True
 
 
+# Lines of TensorFlow's graph-execution errors that say where, not what: the header, the
+# "Detected at node" line and its Python stack frames, the node marker and OOM hints.
+_TF_FRAME_LINES = ("Graph execution error", "Detected at node", 'File "', "[[", "Hint:", "Traceback")
+_TF_NODE = re.compile(r"\[\[\{\{node ([^}]+)\}\}\]\]")
+# What TensorFlow wraps an op's message in: "{{function_node __wrapped__Op_device_...}} " before
+# it, " [Op:Name] name: " after it.
+_TF_PREFIX = re.compile(r"^\{\{function_node [^}]*\}\}\s*")
+_TF_SUFFIX = re.compile(r"\s*\[Op:([\w.]+)\](?:\s*name:[^\n]*)?\s*$")
+
+
+def one_line(message: str) -> str:
+    """An error message as one line, for the ``error:`` line a user reads.
+
+    TensorFlow's errors from a graph (a ``tf.function``, a ``tf.data`` pipeline) span many
+    lines: a header, the Python frames where the op was defined, the op's own message (the part
+    that names the file and the cause, e.g. ``/out/model; No space left on device``), a node
+    marker and hints. Only the op's message is kept, with the node named. An eager op's error
+    is wrapped in ``{{function_node ...}}`` and ``[Op:Name] name:``; the op's message is kept,
+    with the op named. Any other multi-line message has its lines joined with ``"; "``.
+
+    Args:
+        message: ``str()`` of an exception.
+
+    Returns:
+        The message without line breaks (empty for an empty message).
+    """
+    suffix = _TF_SUFFIX.search(message)
+    text = _TF_PREFIX.sub("", message[:suffix.start()] if suffix else message)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    op = suffix.group(1) if suffix else None
+    if lines and lines[0].startswith("Graph execution error"):
+        node = _TF_NODE.search(message)
+        op = node.group(1) if node else op
+        lines = [line for line in lines if not line.startswith(_TF_FRAME_LINES)] or lines[:1]
+    return "; ".join(lines) + (f" (TensorFlow op {op})" if op else "")
+
+
 @contextlib.contextmanager
 def reported(step: str) -> Iterator[None]:
-    """Runs a step body; on an exception, appends ``{"step", "error"}`` to the error file and
-    re-raises the exception unchanged (the step still fails with its full traceback).
+    """Runs a step body; on an exception, appends ``{"step", "error"}`` to the error file (the
+    error as ``one_line``) and re-raises the exception unchanged (the step still fails with its
+    full traceback).
 
     Entering it also calls ``end_process_quickly``: a body runs in a process of its own.
     """
@@ -53,7 +92,7 @@ def reported(step: str) -> Iterator[None]:
         path = os.environ.get(ERROR_FILE_ENV)
         if path:
             with open(path, "a") as f:
-                f.write(json.dumps({"step": step, "error": f"{type(e).__name__}: {e}"}) + "\n")
+                f.write(json.dumps({"step": step, "error": f"{type(e).__name__}: {one_line(str(e))}"}) + "\n")
         raise
 
 

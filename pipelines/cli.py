@@ -1,10 +1,11 @@
 """The ``kfp-finetune`` command line (also ``python -m pipelines``).
 
 Commands: compile, run-local, demo, submit, schedule, runs (list/get/cancel), schedules
-(list/pause/resume/delete), models (list/describe/promote/rollback/check/...), predict. Each command
-function is wrapped by ``pipelines.errors.command``: an error prints one ``error: ...`` line on
-stderr and exits 1 (a failed run) or 2 (bad input). ``run-local``, ``submit`` and ``schedule``
-take the pipeline parameters alike (``pipelines.params``).
+(list/pause/resume/delete), models (list/describe/promote/rollback/check/...), predict, doctor. Each
+command function is wrapped by ``pipelines.errors.command``: an error prints one ``error: ...`` line
+on stderr and exits 1 (a failed run) or 2 (bad input). ``run-local``, ``submit`` and ``schedule``
+take the pipeline parameters alike (``pipelines.params``). No parser accepts an abbreviated option
+(``--data`` for ``--data-uri``): a later option sharing the prefix would silently change what it means.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
-from pipelines import docker_runner, errors, models_cli, params, remote_cli, runs_cli
+from components.step_errors import one_line
+from pipelines import docker_runner, errors, models_cli, params, preflight, remote_cli, runs_cli
 
 DEFAULT_PIPELINE_ROOT = "kfp-local-root"
 DEFAULT_DEMO_WORKDIR = "demo-work"
@@ -59,13 +61,16 @@ def _compile(args: argparse.Namespace) -> int:
 @errors.command
 def _run_local(args: argparse.Namespace) -> int:
     from components.image import COMPONENT_IMAGE
-    from pipelines.local import PipelineRunError, check_output_locations, check_settings, run_local
+    from pipelines.local import PipelineRunError, check_output_locations, check_profile_locally, run_local
     from pipelines.profiles import load_profile
 
     arguments = params.params_from_args(args)
     profile = load_profile(args.profile) if args.profile else None
     docker = docker_runner.options_from_args(args, (profile.image if profile else None) or COMPONENT_IMAGE)
-    check_settings(arguments, docker)
+    if profile is not None:
+        check_profile_locally(profile, docker)
+    preflight.check_run(arguments, args.pipeline_root, args.summary,
+                        (lambda path: docker_runner.host_path(path, docker)) if docker else (lambda path: path))
     check_output_locations(arguments, args.pipeline_root, args.summary, docker)
     try:
         result = run_local(arguments, args.pipeline_root, package_path=args.package, docker=docker, profile=profile)
@@ -76,6 +81,9 @@ def _run_local(args: argparse.Namespace) -> int:
     summary = result.summary()
     _print_result(summary)
     _write_summary(args.summary, summary)
+    if args.fail_if_not_pushed and not summary["pushed"]:
+        print(f"error: not pushed: {summary['reason']} (--fail-if-not-pushed)", file=sys.stderr)
+        return errors.EXIT_NOT_PUSHED
     return 0
 
 
@@ -85,6 +93,8 @@ def _demo(args: argparse.Namespace) -> int:
     from pipelines.local import PipelineRunError
 
     overrides = {k: v for k, v in {"epochs": args.epochs, "fine_tune_epochs": args.fine_tune_epochs}.items() if v is not None}
+    if args.summary:
+        preflight.check_writable_file("--summary", args.summary)
     try:
         summary = demo.run_demo(args.workdir, overrides)
     except PipelineRunError as e:
@@ -111,14 +121,25 @@ def _predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one ``error:`` line, like every other error
+    of the command line (argparse's own print the usage block first); sub-command parsers are
+    made of the same class (``add_subparsers`` uses the parent's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(errors.EXIT_BAD_INPUT, f"error: {self.prog}: {one_line(message)}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command (each sets ``func(args) -> exit code``)."""
     from components.image import COMPONENT_IMAGE
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="kfp-finetune",
         description="Fine-tune pretrained Keras image models as a Kubeflow Pipelines workflow.",
+        allow_abbrev=False,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("compile", help="write the compiled pipeline (KFP IR YAML)")
@@ -136,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", metavar="NAME|FILE",
                    help="compile in a cluster profile, as the cluster would run it; settings no local runner honours are refused "
                         "(see README: What runs where)")
+    p.add_argument("--fail-if-not-pushed", action="store_true",
+                   help=f"exit {errors.EXIT_NOT_PUSHED} when the run completes but the model is not blessed (nothing pushed)")
     docker_runner.add_arguments(p, COMPONENT_IMAGE)
     params.add_arguments(p)
     p.set_defaults(func=_run_local)
@@ -160,17 +183,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE",
                    help="image files (PNG, JPEG, GIF, BMP, WEBP, TIFF, ...); an unreadable one gets an 'error' line and exit status 1")
     p.set_defaults(func=_predict)
+    for each in parsers(parser):
+        each.allow_abbrev = False
     return parser
+
+
+def parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """``parser`` and every sub-command parser under it, at any depth."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                found += parsers(child)
+    return found
+
+
+def version() -> str:
+    """The installed ``kfp-finetune`` distribution's version (``pyproject.toml``'s ``version``).
+
+    Raises:
+        importlib.metadata.PackageNotFoundError: the project is not installed (``make test``
+            and ``make demo`` install it; ``pip install -e .`` does too).
+    """
+    from importlib.metadata import version as distribution_version
+
+    return distribution_version("kfp-finetune")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code (see ``pipelines.errors``: 1 for a failed
-    run, 2 for bad input)."""
+    run, 2 for bad input, 3 for a run not pushed under ``--fail-if-not-pushed``, 141 when the
+    output's reader went away)."""
     # TensorFlow's C++ start-up lines (CUDA probing on a machine without a GPU, oneDNN notes)
     # bury the one line a user needs; they stay available with TF_CPP_MIN_LOG_LEVEL=0.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        args = build_parser().parse_args(argv)
+        code = args.func(args)
+        # Flushed here, not at exit: a reader gone by now is caught below, not by the interpreter.
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return errors.quiet_broken_pipe()
 
 
 if __name__ == "__main__":

@@ -145,11 +145,11 @@ def prepare(workdir: str, pretrain_epochs: int = 30) -> dict[str, Any]:
         ``{"data_uri", "source_uri", "base_weights", "backbone"}`` (``backbone`` holds the
         source-task accuracies, or None when the weights file was reused).
     """
-    data_uri = os.path.join(workdir, "data", "digits-5-9")
+    layout = demo_params(workdir)
+    data_uri, weights = layout["data_uri"], layout["base_weights"]
     source_uri = os.path.join(workdir, "data", "digits-0-4")
     write_digit_images(data_uri, TARGET_DIGITS)
     write_digit_images(source_uri, SOURCE_DIGITS)
-    weights = os.path.join(workdir, "backbone", BACKBONE_FILE)
     backbone = None
     if not os.path.exists(weights):
         print(f"pretraining the backbone ({DEMO_BASE_MODEL} width {DEMO_WIDTH}, {DEMO_IMAGE_SIZE} px) on digits 0-4 ...", flush=True)
@@ -158,28 +158,44 @@ def prepare(workdir: str, pretrain_epochs: int = 30) -> dict[str, Any]:
     return {"data_uri": data_uri, "source_uri": source_uri, "base_weights": weights, "backbone": backbone}
 
 
+def demo_params(workdir: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The pipeline parameters of the demo run in ``workdir`` (an absolute path), with
+    ``overrides`` (e.g. ``{"epochs": 2}``) applied last."""
+    return {
+        **DEMO_PARAMS,
+        "data_uri": os.path.join(workdir, "data", "digits-5-9"),
+        "base_weights": os.path.join(workdir, "backbone", BACKBONE_FILE),
+        "registry_uri": os.path.join(workdir, "registry"),
+        **(overrides or {}),
+    }
+
+
 def run_demo(workdir: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Prepares data and backbone, runs the pipeline locally, returns the summary.
+    """Checks the options, prepares data and backbone, runs the pipeline locally, returns the summary.
+
+    The options (the settings with ``overrides``, a writable ``workdir``) are checked before the
+    data is written and the backbone pretrained (about 2 minutes); once both exist, the run's
+    whole up-front check (``pipelines.preflight.check_run``) runs before the pipeline.
 
     Returns:
         ``run-local``'s summary plus ``data_uri``, ``base_weights``, ``registry_uri``.
 
     Raises:
+        ValueError, OSError: an invalid override or an unwritable ``workdir`` (before any work).
         pipelines.local.PipelineRunError: a step failed.
     """
-    from pipelines.local import run_local
+    from pipelines import preflight
+    from pipelines.local import run_local, step_settings
 
     workdir = os.path.abspath(workdir)
-    prepared = prepare(workdir)
-    registry_uri = os.path.join(workdir, "registry")
-    params = {
-        **DEMO_PARAMS,
-        "data_uri": prepared["data_uri"],
-        "base_weights": prepared["base_weights"],
-        "registry_uri": registry_uri,
-        **(overrides or {}),
-    }
-    result = run_local(params, os.path.join(workdir, "pipeline_root"))
+    params = demo_params(workdir, overrides)
+    step_settings(params)
+    preflight.check_writable_folder("--workdir", workdir)
+    prepare(workdir)
+    pipeline_root = os.path.join(workdir, "pipeline_root")
+    preflight.check_run(params, pipeline_root)
+    registry_uri = params["registry_uri"]
+    result = run_local(params, pipeline_root)
     summary = result.summary()
     summary.update(data_uri=params["data_uri"], base_weights=params["base_weights"], registry_uri=registry_uri)
     return summary

@@ -60,6 +60,9 @@ class DockerOptions:
     network: str = DEFAULT_NETWORK
 
     def __post_init__(self) -> None:
+        from components.image import check_reference
+
+        check_reference(self.image)
         for spec in self.mounts:
             parse_mount(spec)
         if self.user is not None:

@@ -14,6 +14,16 @@ exception                                        exit  message
 ``components.registry.RegistryError``            2     the error's own message
 ``ValueError``, ``OSError`` (``TimeoutError``)   2     the error's own message
 ===============================================  ====  ==========================================
+
+A message is always printed as one line (``components.step_errors.one_line``: TensorFlow's
+multi-line graph errors keep the op's own message). Two more exit codes:
+
+* 3 (``EXIT_NOT_PUSHED``): ``run-local --fail-if-not-pushed`` ran the pipeline to its end but the
+  model was not blessed, so nothing was pushed; cron and CI can tell it from a push (0) and from a
+  failure (1, 2).
+* 141 (``EXIT_BROKEN_PIPE``, 128 + SIGPIPE, what a shell reports for a command killed by SIGPIPE):
+  the reader of the output went away (``kfp-finetune models describe ... | head``); nothing is
+  printed, no traceback.
 """
 
 from __future__ import annotations
@@ -21,14 +31,21 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
+
+from components.step_errors import one_line
 
 EXIT_OK = 0
 # The work ran and failed: a step of a local run, or an awaited KFP run that did not succeed.
 EXIT_FAILED = 1
 # Bad input (a value, a file, a refused request); argparse uses 2 for usage errors too.
 EXIT_BAD_INPUT = 2
+# The run completed, but nothing was pushed (run-local --fail-if-not-pushed).
+EXIT_NOT_PUSHED = 3
+# The output's reader went away: 128 + SIGPIPE (13).
+EXIT_BROKEN_PIPE = 141
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -116,13 +133,30 @@ def command(func: Command) -> Command:
     def run(args: argparse.Namespace) -> int:
         try:
             return func(args)
+        except BrokenPipeError:
+            raise  # not the command's failure: its reader left (see quiet_broken_pipe)
         except Exception as error:
             found = exit_code_for(error, args)
             if found is None:
                 raise
             code, message = found
-            print(f"error: {message}", file=sys.stderr)
+            print(f"error: {one_line(message)}", file=sys.stderr)
             return code
 
     run.maps_errors = True  # type: ignore[attr-defined]
     return run
+
+
+def quiet_broken_pipe() -> int:
+    """Ends a command whose output's reader has gone away, without a traceback.
+
+    Points standard output at ``os.devnull`` so that the interpreter's final flush of what is
+    still buffered cannot fail again (the recipe of Python's ``signal`` documentation, "Note on
+    SIGPIPE").
+
+    Returns:
+        ``EXIT_BROKEN_PIPE``.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_BROKEN_PIPE

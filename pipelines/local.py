@@ -19,7 +19,7 @@ import time
 import warnings
 from typing import Any
 
-from components.step_errors import ERROR_FILE_ENV, read_errors
+from components.step_errors import ERROR_FILE_ENV, one_line, read_errors
 from pipelines import docker_runner
 from pipelines.docker_runner import DockerOptions
 from pipelines.profiles import Profile
@@ -70,6 +70,12 @@ class LocalRunResult:
         }
 
 
+def step_failed(record: dict[str, str], pipeline_root: str | None = None, run_dir: str | None = None) -> PipelineRunError:
+    """The error of a run whose step failed, from the step's record in the error file
+    (``components.step_errors.reported``): ``step <name> failed: <Error>: <message>``."""
+    return PipelineRunError(f"step {record['step']} failed: {record['error']}", pipeline_root, run_dir)
+
+
 def _latest_run_dir(pipeline_root: str, before: set[str]) -> str | None:
     if not os.path.isdir(pipeline_root):
         return None
@@ -91,36 +97,6 @@ def step_settings(params: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
     from components.settings import from_parameters
 
     return tuple(from_parameters(cls, params) for cls in (PreprocessSettings, FinetuneSettings, EvaluateSettings, PushSettings))
-
-
-def check_settings(params: dict[str, Any], docker: DockerOptions | None = None) -> None:
-    """Validates every step's settings before a run starts, so a typo fails in a second instead
-    of after preprocessing (the steps validate again, for runs started elsewhere).
-
-    Args:
-        params: Pipeline parameters.
-        docker: The Docker runner's options, if it runs the steps: local paths in ``params`` are
-            then container paths, looked up on the host through its mounts.
-
-    Raises:
-        ValueError: an invalid setting (named, with the allowed values), or a ``registry_uri``
-            that is a file.
-        FileNotFoundError: a local ``base_weights`` file that does not exist.
-    """
-    from components import preprocess
-
-    def on_host(path: str) -> str:
-        return docker_runner.host_path(path, docker) if docker is not None else path
-
-    pre, finetune, _, _ = step_settings(params)
-    source = finetune.base_weights
-    if source.lower() not in ("imagenet", "none") and "://" not in source and not os.path.isfile(on_host(source)):
-        where = f" (on the host: {on_host(source)!r})" if on_host(source) != source else ""
-        raise FileNotFoundError(f"base_weights file {source!r} does not exist{where}")
-    preprocess.check_beam_args(pre.beam_pipeline_args)
-    registry_uri = pre.registry_uri
-    if registry_uri and "://" not in registry_uri and os.path.isfile(on_host(registry_uri)):
-        raise ValueError(f"registry_uri {registry_uri!r} is a file; use a folder (created by the first push) or gs://bucket/prefix")
 
 
 def check_profile_locally(profile: Profile, docker: DockerOptions | None) -> None:
@@ -162,6 +138,8 @@ def check_profile_locally(profile: Profile, docker: DockerOptions | None) -> Non
         if not os.path.isfile(docker_runner.host_path(key_file, docker)):
             raise FileNotFoundError(f"profile {profile.name}: the GCS key {key_file} is not on the host at "
                                     f"{docker_runner.host_path(key_file, docker)!r}")
+
+
 def check_output_locations(
     params: dict[str, Any], pipeline_root: str, summary: str | None = None, docker: DockerOptions | None = None
 ) -> None:
@@ -272,8 +250,8 @@ def run_local(
             errors = read_errors(error_file)
             where = {"pipeline_root": pipeline_root, "run_dir": _latest_run_dir(pipeline_root, before)}
             if errors:
-                raise PipelineRunError(f"step {errors[-1]['step']} failed: {errors[-1]['error']}", **where) from e
-            raise PipelineRunError(f"pipeline failed: {type(e).__name__}: {e}", **where) from e
+                raise step_failed(errors[-1], **where) from e
+            raise PipelineRunError(f"pipeline failed: {type(e).__name__}: {one_line(str(e))}", **where) from e
         finally:
             if previous is None:
                 os.environ.pop(ERROR_FILE_ENV, None)

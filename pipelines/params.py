@@ -100,6 +100,17 @@ _TRUE = frozenset({"true", "yes", "1", "on"})
 _FALSE = frozenset({"false", "no", "0", "off"})
 
 
+def _shown(value: Any) -> str:
+    """``repr(value)`` cut short (``reprlib``): a YAML alias bomb (a list of lists of the same
+    list, nested) is a few objects in memory but its full repr is exponentially long."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother = 3, 80, 80
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 5
+    return short.repr(value)
+
+
 def _coerce(value: Any, parameter: PipelineParameter) -> Any:
     """Converts one value to the JSON type the KFP server expects for ``parameter``."""
     kind = parameter.parameter_type
@@ -108,44 +119,44 @@ def _coerce(value: Any, parameter: PipelineParameter) -> Any:
         raise ValueError(f"{where} has no value (null)")
     if kind == "STRING":
         if not isinstance(value, str):
-            raise ValueError(f"{where} must be a string, got {value!r}; quote it in YAML")
+            raise ValueError(f"{where} must be a string, got {_shown(value)}; quote it in YAML")
         return value
     if kind == "NUMBER_INTEGER":
         if isinstance(value, bool):
-            raise ValueError(f"{where} must be an integer, got {value!r}")
+            raise ValueError(f"{where} must be an integer, got {_shown(value)}")
         if isinstance(value, float) and value.is_integer():
             return int(value)
         if isinstance(value, int):
             return value
         if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
             return int(value)
-        raise ValueError(f"{where} must be an integer, got {value!r}")
+        raise ValueError(f"{where} must be an integer, got {_shown(value)}")
     if kind == "NUMBER_DOUBLE":
         if isinstance(value, bool):
-            raise ValueError(f"{where} must be a number, got {value!r}")
+            raise ValueError(f"{where} must be a number, got {_shown(value)}")
         if isinstance(value, (int, float)):
             return float(value)
         if isinstance(value, str):
             try:
                 return float(value)
             except ValueError:
-                raise ValueError(f"{where} must be a number, got {value!r}") from None
-        raise ValueError(f"{where} must be a number, got {value!r}")
+                raise ValueError(f"{where} must be a number, got {_shown(value)}") from None
+        raise ValueError(f"{where} must be a number, got {_shown(value)}")
     if kind == "BOOLEAN":
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
             return value.strip().lower() in _TRUE
-        raise ValueError(f"{where} must be true or false, got {value!r}")
+        raise ValueError(f"{where} must be true or false, got {_shown(value)}")
     if kind in ("LIST", "STRUCT"):
         wanted = list if kind == "LIST" else dict
         if isinstance(value, str):
             try:
                 value = json.loads(value)
             except json.JSONDecodeError as error:
-                raise ValueError(f"{where} must be JSON, got {value!r}: {error}") from None
+                raise ValueError(f"{where} must be JSON, got {_shown(value)}: {error}") from None
         if not isinstance(value, wanted):
-            raise ValueError(f"{where} must be a JSON {'list' if kind == 'LIST' else 'object'}, got {value!r}")
+            raise ValueError(f"{where} must be a JSON {'list' if kind == 'LIST' else 'object'}, got {_shown(value)}")
         return value
     raise ValueError(f"{where}: unsupported parameter type {kind!r}")
 
@@ -228,6 +239,24 @@ def _parse_param(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
+def yaml_error_line(path: str, error: yaml.YAMLError) -> str:
+    """One line for a YAML file that does not parse: the file, the line and column (1-based)
+    where the parser stopped, its complaint, and what was expected.
+
+    Args:
+        path: The file.
+        error: What ``yaml.safe_load`` raised; a ``MarkedYAMLError`` knows where it stopped
+            (``problem_mark``) and why (``problem``, with ``context``).
+    """
+    mark = getattr(error, "problem_mark", None)
+    where = f"config file {path!r} is not valid YAML: " + (f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "")
+    problem = " ".join(str(getattr(error, "problem", None) or error).split())
+    context = getattr(error, "context", None)
+    if context:
+        problem = f"{problem} ({' '.join(str(context).split())})"
+    return f"{where}: {problem}; expected a YAML mapping of parameter names to values"
+
+
 def load_params(config_path: str | None, overrides: Sequence[tuple[str, str]] | None) -> dict[str, Any]:
     """Merges parameters from a YAML config file and ``KEY=VALUE`` overrides.
 
@@ -252,7 +281,9 @@ def load_params(config_path: str | None, overrides: Sequence[tuple[str, str]] | 
             try:
                 loaded = yaml.safe_load(f)
             except yaml.YAMLError as error:
-                raise ValueError(f"config file {config_path!r} is not valid YAML: {error}") from error
+                raise ValueError(yaml_error_line(config_path, error)) from None
+            except UnicodeDecodeError as error:
+                raise ValueError(f"config file {config_path!r} is not UTF-8 text (byte {error.start}); expected a YAML mapping") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

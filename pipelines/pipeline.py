@@ -226,7 +226,14 @@ def compile_pipeline(package_path: str, image: typing.Optional[str] = None, prof
             ``components.image.COMPONENT_IMAGE``.
         profile: A cluster profile (``pipelines.profiles.load_profile``) to compile in: its
             settings land in ``deploymentSpec`` and the ``platforms.kubernetes`` section.
+
+    Raises:
+        ValueError: ``image`` is not an image reference (``components.image.check_reference``).
     """
+    from components.image import check_reference
+
+    if image:
+        check_reference(image)
     os.makedirs(os.path.dirname(os.path.abspath(package_path)), exist_ok=True)
     image = image or (profile.image if profile is not None else None)
     pipeline = make_pipeline(image or COMPONENT_IMAGE, profile) if image or profile is not None else finetune_pipeline

@@ -108,3 +108,31 @@ def finetune_component_run(preprocessed, backbone_weights, tmp_path_factory):
 def trained_model(finetune_component_run):
     """The finetune step's real output on ``preprocessed``: (model folder, training summary)."""
     return finetune_component_run["model_dir"], finetune_component_run["summary"]
+
+
+# --- the reliability catalogue (make reliability) -------------------------------------------------
+# Categories of @pytest.mark.reliability("<category>") cases; another is refused at collection.
+RELIABILITY_CATEGORIES = ("data", "parameters", "registry", "cli", "faults", "security")
+
+
+@pytest.hookimpl(trylast=True)  # after -m / -k have deselected: count what runs
+def pytest_collection_modifyitems(config, items):
+    counts = {c: 0 for c in RELIABILITY_CATEGORIES}
+    for item in items:
+        mark = item.get_closest_marker("reliability")
+        if mark is None:
+            continue
+        category = mark.args[0] if mark.args else None
+        if category not in counts:
+            raise pytest.UsageError(f"{item.nodeid}: reliability category {category!r} is not one of {', '.join(RELIABILITY_CATEGORIES)}")
+        counts[category] += 1
+    config._reliability_counts = counts
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    counts = getattr(config, "_reliability_counts", None)
+    if not counts or not sum(counts.values()):
+        return
+    failed = [r for r in terminalreporter.stats.get("failed", []) if "reliability" in r.keywords]
+    terminalreporter.write_sep("-", "reliability catalogue")
+    terminalreporter.write_line(", ".join(f"{c} {n}" for c, n in counts.items()) + f"; total {sum(counts.values())}, failed {len(failed)}")

@@ -2,8 +2,20 @@
 
 import pytest
 
+from gcs_emulator import gcs_emulator, new_bucket  # noqa: F401 - pytest fixture
 from pipelines.cli import main
 from tiny_pipeline import package  # noqa: F401 - pytest fixture
+
+
+@pytest.fixture()
+def bucket(gcs_emulator):
+    """A bucket on the GCS emulator holding one image under ``data/`` (run-local's up-front
+    check reads the data URI and the registry's bucket)."""
+    from components import storage
+
+    name = new_bucket(gcs_emulator)
+    storage.gcs_client().bucket(name).blob("data/cat/a.png").upload_from_string(b"png")
+    return name
 
 
 @pytest.mark.parametrize(
@@ -79,6 +91,8 @@ def test_run_local_takes_param_like_submit(tmp_path, monkeypatch, capsys):
     calls: list = []
     _fake_run_local(monkeypatch, calls)
     # The data folder beside the pipeline root: a root inside the input data is refused.
+    (tmp_path / "data" / "cat").mkdir(parents=True)
+    (tmp_path / "data" / "cat" / "a.png").write_bytes(b"png")
     code = main(["run-local", "--param", f"data_uri={tmp_path / 'data'}", "--registry-uri", str(tmp_path / "reg"),
                  "--param", "epochs=3", "--nesterov", "true", "--pipeline-root", str(tmp_path / "root")])
     assert code == 0, capsys.readouterr().err
@@ -129,14 +143,15 @@ def test_run_local_submit_and_schedule_refuse_a_bad_config_alike(tmp_path, monke
     assert calls == []
 
 
-def test_run_local_docker_flags_become_the_runners_options(tmp_path, monkeypatch, capsys):
+def test_run_local_docker_flags_become_the_runners_options(tmp_path, monkeypatch, capsys, bucket):
     from pipelines.docker_runner import DockerOptions
 
     _fake_run_local(monkeypatch, calls := [])
     data = tmp_path / "data"
-    data.mkdir()
+    (data / "cat").mkdir(parents=True)
+    (data / "cat" / "a.png").write_bytes(b"png")
     code = main(["run-local", "--runner", "docker", "--image", "example/kfp-finetune:1", "--data-uri", "/data",
-                 "--registry-uri", "gs://b/reg", "--docker-mount", f"{data}:/data:ro", "--docker-env", "A=1=2",
+                 "--registry-uri", f"gs://{bucket}/reg", "--docker-mount", f"{data}:/data:ro", "--docker-env", "A=1=2",
                  "--docker-user", "23456:0", "--gpus", "1"])
     assert code == 0, capsys.readouterr().err
     assert calls[0]["docker"] == DockerOptions(image="example/kfp-finetune:1", mounts=(f"{data}:/data:ro",),
@@ -159,17 +174,55 @@ def test_bad_runner_flags_are_refused_before_anything_runs(args, message, tmp_pa
     assert (code, calls, capsys.readouterr().err) == (2, [], message)
 
 
-def test_docker_runner_checks_base_weights_through_the_mounts(tmp_path, monkeypatch, capsys):
+def test_docker_runner_checks_base_weights_through_the_mounts(tmp_path, monkeypatch, capsys, bucket):
     """Regression (new-user review): the README's example failed because a container path was
     looked up on the host."""
+    from components.base_models import build_base_model
+
     _fake_run_local(monkeypatch, calls := [])
     backbone = tmp_path / "backbone"
     backbone.mkdir()
-    (backbone / "b.weights.h5").write_bytes(b"x")
-    base = ["run-local", "--runner", "docker", "--data-uri", "gs://b/data", "--registry-uri", "gs://b/reg",
-            "--docker-mount", f"{backbone}:/backbone:ro"]
+    build_base_model("mobilenet_v2", 32, None, 0.35).save_weights(str(backbone / "b.weights.h5"))
+    base = ["run-local", "--runner", "docker", "--data-uri", f"gs://{bucket}/data", "--registry-uri", f"gs://{bucket}/reg",
+            "--docker-mount", f"{backbone}:/backbone:ro", "--image-size", "32", "--width-multiplier", "0.35"]
     assert main([*base, "--base-weights", "/backbone/b.weights.h5"]) == 0, capsys.readouterr().err
     assert calls[0]["params"]["base_weights"] == "/backbone/b.weights.h5"
     assert main([*base, "--base-weights", "/backbone/missing.weights.h5"]) == 2
     assert capsys.readouterr().err == (f"error: base_weights file '/backbone/missing.weights.h5' does not exist "
                                        f"(on the host: '{backbone}/missing.weights.h5')\n")
+
+
+def test_no_parser_takes_an_abbreviated_option():
+    """Regression (new-user review): --data was taken for --data-uri; a later option sharing
+    the prefix would silently change its meaning."""
+    from pipelines.cli import Parser, build_parser, parsers
+
+    every = parsers(build_parser())
+    assert len(every) > 10 and all(p.allow_abbrev is False and isinstance(p, Parser) for p in every)
+
+
+def test_version_is_the_installed_distribution(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"kfp-finetune {version('kfp-finetune')}\n"
+
+
+@pytest.mark.parametrize("ref", [
+    "ghcr.io/kfp-finetune/kfp-finetune:0.1.0", "python:3.11-slim", "ubuntu", "localhost:5000/team/img",
+    "registry.example.com:443/a/b/c:v1.2_3", "[::1]:5000/img:tag", "img@sha256:" + "a" * 64, "a.b-c__d/e:latest@sha512:" + "F" * 128,
+])
+def test_valid_image_references_are_taken(ref):
+    from components.image import check_reference
+
+    assert check_reference(ref) == ref
+
+
+@pytest.mark.parametrize("ref", ["", "img:", ":tag", "img:-tag", "ghcr.io/Team/img", "img//x", "img@md5:abc", "img:" + "t" * 129, "a" * 256])
+def test_invalid_image_references_are_refused(ref):
+    from components.image import check_reference
+
+    with pytest.raises(ValueError, match=r"is not a valid image reference|has a name longer than 255 characters"):
+        check_reference(ref)

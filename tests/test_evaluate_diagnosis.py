@@ -139,3 +139,9 @@ def test_report_without_champion_mistakes_or_training_curves():
     other = _result({"version": 2, "status": "different_labels", "classes": ["emu", "owl"]}, diagnose_fit(_h([0.9], [0.9])))
     assert "Champion version 2 was trained on other classes (emu, owl); not compared." in report_markdown(other)
     assert "**ok**:" in report_markdown(other)
+
+
+def test_report_warns_about_classes_with_few_test_images():
+    result = _result(None, None)
+    result["warnings"] = ["class 'cat' has 2 images in the test split (fewer than 5): its test metrics are unreliable"]
+    assert "**Warning**: class 'cat' has 2 images in the test split (fewer than 5): its test metrics are unreliable.\n" in report_markdown(result)

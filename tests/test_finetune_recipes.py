@@ -1,11 +1,9 @@
-"""The fine-tuning recipes: families, freezing, head, optimizers, schedules, fast path, resume."""
+"""The fine-tuning recipes: families, freezing, head, optimizers, schedules, fast path (resume: test_finetune_resume.py)."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -206,57 +204,6 @@ def test_two_phase_unfreezes_top_layers_but_not_batchnorm(preprocessed, backbone
     assert not any(v for k, v in changed.items() if k.startswith(("bn_", "block_16_expand_BN", "Conv_1_bn")) or "_BN/" in k)
     assert changed["Conv_1/kernel"] and changed["block_16_project/kernel"]
     assert not changed["Conv1/kernel"] and not changed["block_1_expand/kernel"]
-
-
-_RESUME_SCRIPT = """
-import json, sys
-from components.finetune import FinetuneSettings, run_finetune_step
-settings = FinetuneSettings(**json.loads(sys.argv[4]))
-run_finetune_step(sys.argv[1], sys.argv[2], sys.argv[3], settings)
-"""
-
-
-def test_killed_training_resumes_from_the_last_completed_epoch(preprocessed, backbone_weights, tmp_path):
-    """The step is killed (SIGKILL, as a preempted node) during the fine-tune phase; run again,
-    it resumes after the last completed epoch and ends where an uninterrupted run ends
-    (tolerance: eval accuracy within 0.05, final weights within 0.05 relative L2; the
-    optimizer's moments are not restored by Keras' BackupAndRestore)."""
-    import keras
-
-    kw = dict(base_model="mobilenet_v2", base_weights=backbone_weights[0], width_multiplier=0.35, dropout=0.0,
-              epochs=2, fine_tune_epochs=5, fine_tune_learning_rate=3e-4, unfreeze="top:20", fast_path=False)
-    args = [preprocessed["examples"], preprocessed["transform"]]
-    killed_dir = str(tmp_path / "killed")
-    proc = subprocess.Popen([sys.executable, "-c", _RESUME_SCRIPT, *args, killed_dir, json.dumps(kw)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    seen = []
-    deadline = time.monotonic() + 400
-    for line in proc.stdout:
-        seen.append(line)
-        if line.startswith("fine_tune epoch 2/5"):
-            proc.send_signal(signal.SIGKILL)
-            break
-        assert time.monotonic() < deadline, "training never reached fine-tune epoch 2"
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    assert not os.path.exists(os.path.join(killed_dir, artifacts.KERAS_FILE))
-
-    resumed = subprocess.run([sys.executable, "-c", _RESUME_SCRIPT, *args, killed_dir, json.dumps(kw)],
-                             capture_output=True, text=True, check=True)
-    lines = resumed.stdout.splitlines()
-    assert any(l.startswith("head phase: already complete") for l in lines)
-    assert "fine_tune: resuming after epoch 2 of 5" in "\n".join(lines)
-    assert [l.split(":")[0] for l in lines if l.startswith("fine_tune epoch")] == [f"fine_tune epoch {i}/5" for i in (3, 4, 5)]
-    with open(os.path.join(killed_dir, artifacts.TRAINING_FILE)) as f:
-        after_kill = json.load(f)
-    assert [(r["phase"], r["epoch"]) for r in after_kill["epochs"]] == [("head", 1), ("head", 2)] + [("fine_tune", i) for i in range(1, 6)]
-
-    straight = str(tmp_path / "straight")
-    summary = run_finetune_step(*args, straight, FinetuneSettings(**kw))
-    assert after_kill["history"]["val_accuracy"][-1] == pytest.approx(summary["history"]["val_accuracy"][-1], abs=0.05)
-    a = keras.models.load_model(os.path.join(killed_dir, artifacts.KERAS_FILE)).get_layer("head_classifier").get_weights()[0]
-    b = keras.models.load_model(os.path.join(straight, artifacts.KERAS_FILE)).get_layer("head_classifier").get_weights()[0]
-    assert np.linalg.norm(a - b) / np.linalg.norm(b) < 0.05
 
 
 def test_gpu_benchmark_refuses_to_run_without_a_gpu():

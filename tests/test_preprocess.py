@@ -232,3 +232,20 @@ def test_decoding_an_image_already_at_the_target_size_returns_its_pixels_as_the_
         np.testing.assert_allclose(out[i], expected, atol=1e-4)
     assert out.dtype == np.float32 and out.shape == (2, size, size, 3)
     np.testing.assert_array_equal(out[0], tf.io.decode_image(encoded[0], channels=3).numpy().astype(np.float32))
+
+
+def test_statistics_warn_about_classes_with_few_eval_or_test_images():
+    """Regression: a class could end up with 0 eval or 0 test images with no warning."""
+    from components.artifacts import MIN_SPLIT_IMAGES_PER_CLASS
+
+    ok = {"status": "ok", "width": 8, "height": 8, "mode": "L", "format": "PNG", "convert": False}
+    rows = [{"uri": f"d/{c}/{s}{i}.png", "label": c, "split": s, "sha256": f"{c}{s}{i}", **ok}
+            for c, splits in (("a", {"train": 9, "eval": 5, "test": 5}), ("b", {"train": 9, "eval": 2}))
+            for s, n in splits.items() for i in range(n)]
+    stats = pre.summarize(rows, [])
+    assert MIN_SPLIT_IMAGES_PER_CLASS == 5
+    assert stats["warnings"] == [
+        "class 'b' has 2 images in the eval split (fewer than 5): its eval metrics are unreliable",
+        "class 'b' has 0 images in the test split (fewer than 5): its test metrics are unreliable",
+    ]
+    assert "## Warnings\n\n- class 'b' has 2 images in the eval split" in pre.statistics_markdown(stats)

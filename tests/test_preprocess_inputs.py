@@ -327,3 +327,17 @@ def test_copies_and_conversions_are_found_across_chunks_and_workers(across_chunk
     assert len(photo) == 1 and Image.open(io.BytesIO(photo[0])).format == "PNG"
     assert [w for w in written if w[2] != hashlib.sha256(photo[0]).hexdigest()] == expected
     assert set(stats["timing"]) == {"imports_s", "pipeline_s"} and stats["timing"]["pipeline_s"] > 0
+
+
+def test_an_empty_csv_row_is_reported_not_dropped(tmp_path):
+    """Regression: a row "," was dropped without a word; blank lines are not rows."""
+    from components import sources
+
+    (tmp_path / "a.png").write_bytes(_image_bytes(0))
+    (tmp_path / "labels.csv").write_text("path,label\na.png,cat\n,\n\n , \n")
+    inventory = sources.discover(str(tmp_path / "labels.csv"))
+    assert [c.label for c in inventory.candidates] == ["cat"]
+    assert inventory.skipped == [
+        {"uri": f"{tmp_path}/labels.csv:3", "reason": "empty row ',': expected 'path,label'"},
+        {"uri": f"{tmp_path}/labels.csv:5", "reason": "empty row ' , ': expected 'path,label'"},
+    ]

@@ -62,7 +62,11 @@ def test_run_local_refuses_before_anything_runs(tmp_path, capsys):
 
 
 def test_run_local_takes_the_profiles_image_for_the_docker_runner_unless_given(tmp_path, monkeypatch, capsys):
+    from pipelines import preflight
+
     _fake_run_local(monkeypatch, calls := [])
+    # What is checked here is the image; the up-front check would ask gs://b for credentials.
+    monkeypatch.setattr(preflight, "check_run", lambda *args, **kwargs: None)
     profile = tmp_path / "mine.yaml"
     profile.write_text("image: mirror.example/kfp-finetune:3\n")
     argv = ["run-local", "--runner", "docker", "--profile", str(profile), "--data-uri", "gs://b/d", "--registry-uri", "gs://b/r"]

@@ -60,3 +60,22 @@ def test_a_failing_step_still_exits_with_its_error_and_its_line(tmp_path):
     assert [json.loads(line) for line in errors.read_text().splitlines()] == [
         {"step": "finetune", "error": "ValueError: epochs must be at least 1, got 0"}
     ]
+
+
+GRAPH_ERROR = (
+    "Graph execution error:\n\nDetected at node WriteFile defined at (most recent call last):\n"
+    '  File "/app/train.py", line 13, in <module>\n\n  File "/app/train.py", line 3, in write\n\n'
+    "/out/model/variables; No space left on device\n\t [[{{node WriteFile}}]]\n"
+    "Hint: If you want to see a list of allocated tensors when OOM happens, add report_tensor_allocations_upon_oom. [Op:__inference_write_46]"
+)
+
+
+def test_one_line_keeps_what_names_the_culprit():
+    from components.step_errors import one_line
+
+    assert one_line(GRAPH_ERROR) == "/out/model/variables; No space left on device (TensorFlow op WriteFile)"
+    assert one_line("{{function_node __wrapped__IteratorGetNext_output_types_1_device_/job:localhost/replica:0/task:0/device:CPU:0}} "
+                    "corrupted record at 244 [Op:IteratorGetNext] name: ") == "corrupted record at 244 (TensorFlow op IteratorGetNext)"
+    assert one_line("write failed:\n  /out/a: Input/output error\n") == "write failed:; /out/a: Input/output error"
+    assert one_line("dropout must be in [0, 1), got 1.5") == "dropout must be in [0, 1), got 1.5"
+    assert one_line("") == ""

@@ -28,12 +28,14 @@ Output folder (the KFP ``Model`` artifact; names from ``components.artifacts``):
   * ``training.json``: settings, labels, per-epoch history (with ``phase`` and ``lr``), timings.
   * ``training.md``: the curves as a table, for the KFP UI (also written to ``report_path``).
   * ``tensorboard/``: TensorBoard logs.
-  * ``checkpoints/`` (or ``checkpoint_dir``): per-epoch backups; a restarted step resumes from
-    the last completed epoch (see ``run_finetune_step``).
+  * ``checkpoints/`` (or ``checkpoint_dir``): per-epoch backups bound to the run's inputs; a
+    restarted step resumes from the last completed epoch in the state it had there (``backup``,
+    ``run_finetune_step``).
 
 Modules: ``settings`` (``FinetuneSettings`` and pure decisions), ``data`` (examples ->
 ``tf.data``), ``model`` (base, weights, head, freezing, optimizer), ``training`` (devices, the two
-phases), ``fast_path`` (features computed once), ``export`` (Keras and serving models, training
+phases), ``backup`` (snapshots for an exact resume, bound to the run's inputs), ``fast_path``
+(features computed once), ``export`` (Keras and serving models, training
 record), ``step`` (the entry point).
 """
 

@@ -2,10 +2,16 @@
 
 ``prepare_data`` reads the preprocess step's artifacts once (label vocabulary, image size,
 example counts, class weights) and builds the datasets both phases use: the train and eval
-splits in file order, decoded by the tf.Transform graph. ``training_batches`` gives the batches
-of the epochs from ``first_epoch`` on, each epoch shuffled by ``phase seed * 1000 + epoch``; the
-order of an epoch depends only on the seed and its number, so a run resumed at epoch e sees the
-batches an uninterrupted run would.
+splits, decoded by the tf.Transform graph. ``training_batches`` gives the batches of the epochs
+from ``first_epoch`` on, each epoch shuffled by ``phase seed * 1000 + epoch``; the order of an
+epoch depends only on the seed and its number, so a run resumed at epoch e sees the batches an
+uninterrupted run would.
+
+The splits are read in a canonical order (records sorted by their SHA-256) when they fit the
+memory cache: Beam writes records in no fixed order (two preprocess runs of the same images gave
+two orders of the same records), and the shuffle permutes by position, so without it the same
+images would train in other batches after preprocess ran again. ``TrainingData.fingerprint``
+hashes the records in the order training reads them.
 
 Decoded pixels stay in memory when the train and eval splits fit under
 ``MEMORY_CACHE_LIMIT_BYTES`` (``cache_in_memory``); above it every epoch decodes again.
@@ -14,6 +20,8 @@ Decoded pixels stay in memory when the train and eval splits fit under
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from typing import Any, Callable
 
@@ -46,8 +54,11 @@ class TrainingData:
         train_examples: The train split's ``(image, label)`` pairs in file order: ``image``
             float32 ``[size, size, 3]`` (scaled for the base model), ``label`` int64 ``[]``
             (vocabulary index); cached when ``cache``.
-        eval_examples: The eval split's ``(image, label)`` pairs in file order; cached when
-            ``cache``.
+        eval_examples: The eval split's ``(image, label)`` pairs in the same order as
+            ``train_examples``; cached when ``cache``.
+        fingerprint: SHA-256 (hex) of what decides the batches: the labels, the image size and
+            every train and eval record in the order training reads them
+            (``read_split``).
     """
 
     tft_output: Any
@@ -61,6 +72,52 @@ class TrainingData:
     cache: bool
     train_examples: Any
     eval_examples: Any
+    fingerprint: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitRecords:
+    """One split's serialized records as training reads them.
+
+    Attributes:
+        records: A ``tf.data.Dataset`` of scalar tf.string records.
+        count: How many records it yields.
+        digest: SHA-256 (hex) over the records' own SHA-256 digests, in that order.
+        canonical: Whether the order is canonical (sorted by SHA-256) rather than file order.
+    """
+
+    records: Any
+    count: int
+    digest: str
+    canonical: bool
+
+
+def read_split(files: list[str], canonical: bool) -> SplitRecords:
+    """Reads one split's TFRecord ``files`` once, hashing every record.
+
+    Args:
+        files: The split's TFRecord files (``artifacts.split_files``), in name order.
+        canonical: Hold the records in memory sorted by their SHA-256 (the order then does not
+            depend on how Beam wrote them; equal records are the same example, so ties do not
+            matter). Otherwise the records stream from the files in file order.
+
+    Returns:
+        The split's ``SplitRecords``.
+    """
+    import tensorflow as tf
+
+    hashes, kept = [], []
+    for record in tf.data.TFRecordDataset(files).as_numpy_iterator():
+        hashes.append(hashlib.sha256(record).digest())
+        if canonical:
+            kept.append((hashes[-1], record))
+    if canonical:
+        kept.sort(key=lambda pair: pair[0])
+        hashes = [h for h, _ in kept]
+        records = tf.data.Dataset.from_tensor_slices(tf.constant([r for _, r in kept], dtype=tf.string))
+    else:
+        records = tf.data.TFRecordDataset(files)
+    return SplitRecords(records, len(hashes), hashlib.sha256(b"".join(hashes)).hexdigest(), canonical)
 
 
 def count_examples(files: list[str]) -> int:
@@ -158,8 +215,13 @@ def prepare_data(examples_dir: str, transform_graph_dir: str, settings: Finetune
     batch_size = settings.batch_size * replicas
     balanced = settings.class_weight == "balanced"
     cache = cache_in_memory(num_train + num_eval, image_size)
+    # A second pass over the records (the count decides the cache, the cache the order).
+    train, evaluation = read_split(train_files, cache), read_split(eval_files, cache)
+    fingerprint = hashlib.sha256(json.dumps(
+        {"labels": labels, "image_size": image_size, "train": train.digest, "eval": evaluation.digest}, sort_keys=True
+    ).encode()).hexdigest()
     decode = transform_decoder(tft_output)
-    train_examples, eval_examples = decode(tf.data.TFRecordDataset(train_files)), decode(tf.data.TFRecordDataset(eval_files))
+    train_examples, eval_examples = decode(train.records), decode(evaluation.records)
     return TrainingData(
         tft_output=tft_output,
         labels=labels,
@@ -172,6 +234,7 @@ def prepare_data(examples_dir: str, transform_graph_dir: str, settings: Finetune
         cache=cache,
         train_examples=train_examples.cache() if cache else train_examples,
         eval_examples=eval_examples.cache() if cache else eval_examples,
+        fingerprint=fingerprint,
     )
 
 

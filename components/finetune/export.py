@@ -107,7 +107,7 @@ def training_summary(
     Args:
         settings: The step's settings.
         data: From ``data.prepare_data``.
-        rows: The epoch log (``training.read_history``).
+        rows: The epoch log (``backup.read_history``).
         unfrozen: The base layers the fine-tune phase trained.
         devices: From ``training.configure_devices``.
         phase_seconds: Seconds of each phase that ran in this call (``head``, ``fine_tune``).

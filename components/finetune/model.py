@@ -81,8 +81,9 @@ def check_weights_file(model: Any, path: str, source: str) -> None:
     """Compares a ``.weights.h5`` file with ``model`` before loading it.
 
     Raises:
-        ValueError: names the first layer whose weights are missing or shaped differently, with
-            both shapes (Keras' own error lists whole arrays and no layer name).
+        ValueError: names the first layer whose weights are missing, differ in number or are
+            shaped differently, with both shapes (lists of shapes when the number differs;
+            Keras' own error lists whole arrays and no layer name).
     """
     import h5py
 
@@ -95,12 +96,16 @@ def check_weights_file(model: Any, path: str, source: str) -> None:
             raise ValueError(f"weights file {source!r} is not a Keras 3 .weights.h5 file (no 'layers' group)")
         stored = f["layers"]
         for key, layer in _keras_weight_layout(model):
+            expected = [tuple(w.shape) for w in layer.weights]
             if key not in stored or "vars" not in stored[key]:
-                raise ValueError(f"weights file {source!r} has no weights for layer {layer.name!r} (expected entry {key!r})")
+                raise ValueError(
+                    f"weights file {source!r} has no weights for layer {layer.name!r} (entry {key!r}); the model expects shapes {expected}"
+                )
             saved = stored[key]["vars"]
             if len(saved) != len(layer.weights):
+                found = [tuple(saved[str(i)].shape) for i in range(len(saved)) if str(i) in saved]
                 raise ValueError(
-                    f"weights file {source!r}: layer {layer.name!r} has {len(saved)} weight arrays, the model expects {len(layer.weights)}"
+                    f"weights file {source!r} does not fit layer {layer.name!r}: the file has shapes {found}, the model expects {expected}"
                 )
             for i, w in enumerate(layer.weights):
                 if tuple(saved[str(i)].shape) != tuple(w.shape):
@@ -222,6 +227,14 @@ def head_model(model: Any) -> Any:
     for layer in model.layers[model.layers.index(pool) + 1:]:
         x = layer(x)
     return keras.Model(inputs, x, name="head")
+
+
+def base_layer_names(base: Any) -> list[str]:
+    """The names of the base's layers in order, its input layer left out: what ``unfreeze``
+    selects from (``settings.select_unfrozen``)."""
+    import keras
+
+    return [layer.name for layer in base.layers if not isinstance(layer, keras.layers.InputLayer)]
 
 
 def set_trainable(base: Any, spec: str | None, keep_batchnorm_frozen: bool = True) -> list[str]:

@@ -10,11 +10,12 @@ from typing import Any, Iterator
 
 from components.accelerators import require_accelerators
 from components.artifacts import CHECKPOINT_DIR, TENSORBOARD_DIR
+from components.finetune.backup import bind, read_history, run_inputs
 from components.finetune.data import prepare_data
 from components.finetune.export import save_models, training_summary, write_training_record
 from components.finetune.model import build_model
 from components.finetune.settings import FinetuneSettings
-from components.finetune.training import TrainingRun, configure_devices, fine_tune, read_history, train_head
+from components.finetune.training import TrainingRun, configure_devices, fine_tune, train_head
 
 
 def run_finetune_step(
@@ -26,12 +27,16 @@ def run_finetune_step(
 ) -> dict[str, Any]:
     """Trains the head (and optionally the top of the base) and exports the model.
 
-    Resuming: per-epoch backups (``keras.callbacks.BackupAndRestore``), a per-phase
-    weights file once a phase completes, the epoch log and the fast path's features all live in
-    the checkpoint folder; when the step is killed (a preempted node) and started again with the
-    same arguments, it skips finished phases and continues after the last completed epoch, with
-    the very batches an uninterrupted run would have used. The checkpoint folder is removed once
-    the step completes, unless ``settings.checkpoint_dir`` names it.
+    Resuming: a snapshot after every epoch and once a phase completes (``backup``: the
+    variables with their random-seed states, the optimizer's, early stopping's and
+    reduce-on-plateau's state, the epoch log), and the fast path's features, all live in the
+    checkpoint folder; when the step is killed (a preempted node) and started again with the
+    same inputs, it skips finished phases and continues after the last completed epoch in the
+    state the uninterrupted run had there, with the very batches it would have used. The
+    snapshots are bound to the run's inputs (``backup.run_inputs``: the data fingerprint, the
+    settings, the weights file's content): a run with other inputs removes them, says why on
+    one line, and starts fresh. The checkpoint folder is removed once the step completes, unless
+    ``settings.checkpoint_dir`` names it.
 
     Args:
         examples_dir: The preprocess step's examples folder.
@@ -77,7 +82,11 @@ def run_finetune_step(
 
     # Created only now that the settings, data and weights have been accepted: a run refused
     # for bad input leaves no empty output or checkpoint folder behind.
+    inputs = run_inputs(settings, data.fingerprint, devices["replicas"], keras.mixed_precision.global_policy().name)
     with _output_folders(model_dir, checkpoint_dir):
+        fresh = bind(checkpoint_dir, inputs)
+        if fresh:
+            print(f"checkpoint_dir {checkpoint_dir}: starting fresh, its backups are not this run's: {fresh}", flush=True)
         head_seconds = train_head(run)
         fine_tune_seconds, unfrozen = fine_tune(run)
         save_models(classifier.model, data, model_dir)

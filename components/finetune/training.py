@@ -1,26 +1,25 @@
 """The finetune step's training: devices, the head phase, the fine-tune phase, backups, epoch log.
 
-Each phase is one ``fit`` call with per-epoch backups (``keras.callbacks.BackupAndRestore``),
-an epoch log that survives a restart (``history.jsonl``), progress lines, TensorBoard logs and
-optional early stopping. A completed head phase leaves ``head.weights.h5``, so a restarted step
-skips it; an interrupted phase resumes after its last completed epoch.
+Each phase is one ``fit`` call with a snapshot after every epoch (``backup``: the model's
+variables with their random-seed states, the optimizer's, early stopping's and
+reduce-on-plateau's state, the epoch log), progress lines, TensorBoard logs and optional early
+stopping. A completed phase leaves ``<phase>.complete.npz``, so a restarted step skips it; an
+interrupted phase resumes after its last completed epoch, in the state the uninterrupted run had
+there.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import numbers
 import os
 import time
 from typing import Any, Callable
 
-from components.finetune import fast_path
+from components.finetune import backup, fast_path
 from components.finetune.data import TrainingData, eval_batches, training_batches
 from components.finetune.model import Classifier, head_model, make_optimizer, make_schedule, set_trainable
 from components.finetune.settings import FinetuneSettings, fast_path_applies, is_pretrained
-
-HISTORY_FILE = "history.jsonl"
-HEAD_WEIGHTS_FILE = "head.weights.h5"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,8 +31,8 @@ class TrainingRun:
         strategy: The ``tf.distribute`` strategy (``configure_devices``).
         data: The step's datasets (``data.prepare_data``).
         classifier: The base, the model and the loss (``model.build_model``).
-        checkpoint_dir: Backups, the epoch log, the head phase's weights and the fast path's
-            features.
+        checkpoint_dir: Snapshots, the epoch log, the record of the inputs they belong to and
+            the fast path's features (``backup``).
         tensorboard_dir: TensorBoard logs, one subfolder per phase.
     """
 
@@ -77,15 +76,12 @@ def train_head(run: TrainingRun) -> float | None:
 
     Returns:
         The phase's seconds, or None when it did not run here: ``epochs`` is 0, or a previous
-        attempt completed it (its weights are loaded from ``head.weights.h5``).
+        attempt completed it (its state is loaded from ``head.complete.npz``).
     """
     settings, model = run.settings, run.classifier.model
     if settings.epochs == 0:
         return None
-    head_done = os.path.join(run.checkpoint_dir, HEAD_WEIGHTS_FILE)
-    if os.path.exists(head_done):
-        print(f"head phase: already complete, loading {head_done}", flush=True)
-        model.load_weights(head_done)
+    if _load_completed(run, "head"):
         return None
     start = time.perf_counter()
     if fast_path_applies(settings):
@@ -98,8 +94,6 @@ def train_head(run: TrainingRun) -> float | None:
         validation, fitted = eval_batches(run.data), model
     _compile(run, fitted, settings.learning_rate, settings.epochs)
     _fit_phase(run, fitted, train, validation, "head", settings.epochs)
-    model.save_weights(head_done + ".partial.weights.h5")
-    os.replace(head_done + ".partial.weights.h5", head_done)
     return round(time.perf_counter() - start, 2)
 
 
@@ -109,7 +103,8 @@ def fine_tune(run: TrainingRun) -> tuple[float | None, list[str]]:
     pretrained base), with the phase seed ``settings.seed + 1``.
 
     Returns:
-        ``(seconds, unfrozen layer names)``; ``(None, [])`` when ``fine_tune_epochs`` is 0.
+        ``(seconds, unfrozen layer names)``; ``(None, [])`` when ``fine_tune_epochs`` is 0;
+        ``(None, names)`` when a previous attempt completed the phase.
 
     Raises:
         ValueError: ``unfreeze`` names no layer of the base (see ``settings.select_unfrozen``).
@@ -121,6 +116,8 @@ def fine_tune(run: TrainingRun) -> tuple[float | None, list[str]]:
     pretrained = is_pretrained(settings)
     with run.strategy.scope():
         unfrozen = set_trainable(run.classifier.base, settings.unfreeze, keep_batchnorm_frozen=pretrained)
+    if _load_completed(run, "fine_tune"):
+        return None, unfrozen
     # A changed `trainable` only takes effect when the model is compiled again.
     _compile(run, run.classifier.model, settings.fine_tune_learning_rate, settings.fine_tune_epochs)
     bn = "BatchNormalization frozen" if pretrained else "BatchNormalization trained (no pretrained statistics)"
@@ -133,14 +130,16 @@ def fine_tune(run: TrainingRun) -> tuple[float | None, list[str]]:
     return round(time.perf_counter() - start, 2), unfrozen
 
 
-def read_history(checkpoint_dir: str) -> list[dict[str, Any]]:
-    """The epoch log of every phase so far: one row per completed epoch, ``phase``, ``epoch``
-    (1-based within the phase), ``lr`` and Keras' logs (``loss``, ``accuracy``, ``val_*``)."""
-    path = os.path.join(checkpoint_dir, HISTORY_FILE)
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+def _load_completed(run: TrainingRun, phase: str) -> bool:
+    """Loads a completed phase's state (the whole classifier's variables and the epoch log)
+    from the checkpoint folder; False when the phase has not completed."""
+    snapshot = backup.load_snapshot(backup.complete_path(run.checkpoint_dir, phase))
+    if snapshot is None:
+        return False
+    print(f"{phase} phase: already complete, loading {snapshot.path}", flush=True)
+    backup.assign(run.classifier.model.variables, snapshot.model, "model", snapshot.path)
+    backup.write_history(run.checkpoint_dir, snapshot.history)
+    return True
 
 
 def _compile(run: TrainingRun, model: Any, peak: float, epochs: int) -> None:
@@ -152,7 +151,9 @@ def _compile(run: TrainingRun, model: Any, peak: float, epochs: int) -> None:
 
 
 def _fit_phase(run: TrainingRun, model: Any, train: Callable[[int], Any], validation: Any, phase: str, epochs: int) -> None:
-    """One ``fit`` call with backups, early stopping, progress lines and the epoch log.
+    """One ``fit`` call with a snapshot after every epoch, early stopping, progress lines and
+    the epoch log; resumed from the phase's last snapshot when there is one. Ends by writing
+    the phase's completion snapshot (the whole classifier's variables).
 
     ``train`` is a callable ``first_epoch -> dataset`` yielding the batches of the epochs from
     ``first_epoch`` on (see ``data.epoch_ordered``), so a resumed phase sees the batches an
@@ -161,34 +162,123 @@ def _fit_phase(run: TrainingRun, model: Any, train: Callable[[int], Any], valida
     import keras
 
     settings = run.settings
-    backup_dir = os.path.join(run.checkpoint_dir, phase)
-    # BackupAndRestore restores the weights and the epoch (not the optimizer's moments) from
-    # its own record; the data must start at that same epoch.
-    first = 0
-    if os.path.exists(os.path.join(backup_dir, "training_metadata.json")):
-        with open(os.path.join(backup_dir, "training_metadata.json")) as f:
-            first = int(json.load(f)["epoch"])
-        print(f"{phase}: resuming after epoch {first} of {epochs} from {backup_dir}", flush=True)
-    backup = keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=True)
-    # Order matters: the backup is written before the epoch is logged and announced.
-    callbacks = [backup, _history_callback(os.path.join(run.checkpoint_dir, HISTORY_FILE), phase),
-                 _progress_callback(run.data.num_train, phase),
-                 keras.callbacks.TensorBoard(os.path.join(run.tensorboard_dir, phase), profile_batch=0)]
+    path = backup.backup_path(run.checkpoint_dir, phase)
+    snapshot = backup.load_snapshot(path)
+    rows = snapshot.history if snapshot else backup.read_history(run.checkpoint_dir)
+    early_stopping = plateau = None
     if settings.early_stopping_patience:
-        callbacks.append(keras.callbacks.EarlyStopping(
+        early_stopping = keras.callbacks.EarlyStopping(
             monitor="val_accuracy", patience=settings.early_stopping_patience, restore_best_weights=True
-        ))
+        )
     if settings.lr_schedule == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.2, patience=2, min_lr=1e-7))
+        plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.2, patience=2, min_lr=1e-7)
+    first = 0
+    if snapshot is not None:
+        with run.strategy.scope():
+            backup.restore(snapshot, model)
+        backup.write_history(run.checkpoint_dir, rows)
+        first = snapshot.epoch
+        if snapshot.stopped or first >= epochs:
+            # The kill came after the phase's last snapshot: finish as fit would have.
+            why = "early stopping ended it" if snapshot.stopped else "its last epoch was backed up"
+            print(f"{phase}: {why} after epoch {first} of {epochs}; completing the phase from {path}", flush=True)
+            if snapshot.stopped and early_stopping is not None and snapshot.best_weights is not None:
+                model.set_weights(snapshot.best_weights)
+            _complete_phase(run, phase, rows)
+            return
+        print(f"{phase}: resuming after epoch {first} of {epochs} from {path}", flush=True)
+    # Order matters: the epoch's row is taken before reduce-on-plateau adds to the logs, the
+    # snapshot after early stopping and reduce-on-plateau have updated their state, and the
+    # progress line only once the snapshot is on disk.
+    callbacks = [_row_callback(rows, phase)] + [c for c in (early_stopping, plateau) if c is not None] + [
+        _backup_callback(path, phase, run.checkpoint_dir, rows, early_stopping, plateau, snapshot),
+        _progress_callback(run.data.num_train, phase),
+        keras.callbacks.TensorBoard(os.path.join(run.tensorboard_dir, phase), profile_batch=0),
+    ]
     model.fit(
         train(first),
         validation_data=validation,
         epochs=epochs,
+        initial_epoch=first,
         steps_per_epoch=run.data.steps_per_epoch,
         class_weight=run.data.class_weight,
         verbose=0,
         callbacks=callbacks,
     )
+    _complete_phase(run, phase, rows)
+
+
+def _complete_phase(run: TrainingRun, phase: str, rows: list[dict[str, Any]]) -> None:
+    """Writes the phase's completion snapshot, then drops its per-epoch snapshot."""
+    backup.save_snapshot(backup.complete_path(run.checkpoint_dir, phase), phase, len([r for r in rows if r["phase"] == phase]),
+                         run.classifier.model, rows, complete=True)
+    backup.write_history(run.checkpoint_dir, rows)
+    if os.path.exists(backup.backup_path(run.checkpoint_dir, phase)):
+        os.remove(backup.backup_path(run.checkpoint_dir, phase))
+
+
+def _row_callback(rows: list[dict[str, Any]], phase: str) -> Any:
+    """Appends each finished epoch's row to ``rows``: ``phase``, ``epoch`` (1-based), ``lr`` and
+    Keras' logs (Keras' History only knows the epochs of the current ``fit`` call)."""
+    import keras
+
+    class EpochRow(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            rows.append({"phase": phase, "epoch": epoch + 1, "lr": _current_lr(self.model),
+                         **{k: float(v) for k, v in (logs or {}).items()}})
+
+    return EpochRow()
+
+
+def _backup_callback(path: str, phase: str, checkpoint_dir: str, rows: list[dict[str, Any]], early_stopping: Any,
+                     plateau: Any, snapshot: backup.Snapshot | None) -> Any:
+    """The callback that writes a phase's snapshot after every epoch (``backup``).
+
+    Args:
+        path: The phase's snapshot file.
+        phase: ``head`` or ``fine_tune``.
+        checkpoint_dir: Where ``history.jsonl`` is rewritten.
+        rows: The epoch log so far (``_row_callback`` appends to it).
+        early_stopping, plateau: The phase's ``EarlyStopping`` / ``ReduceLROnPlateau``, or None:
+            their state goes into each snapshot and, on resume, comes back from ``snapshot``
+            after their own ``on_train_begin`` has reset it.
+        snapshot: The snapshot the phase resumes from, or None.
+    """
+    import keras
+
+    class EpochBackup(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            if snapshot is None:
+                return
+            state = snapshot.callbacks
+            if early_stopping is not None and "early_stopping" in state:
+                for key, value in state["early_stopping"].items():
+                    setattr(early_stopping, key, value)
+                early_stopping.best_weights = snapshot.best_weights
+            if plateau is not None and "plateau" in state:
+                for key, value in state["plateau"].items():
+                    setattr(plateau, key, value)
+
+        def on_epoch_end(self, epoch, logs=None):
+            state: dict[str, Any] = {}
+            if early_stopping is not None:
+                state["early_stopping"] = {k: _plain(getattr(early_stopping, k)) for k in ("wait", "stopped_epoch", "best", "best_epoch")}
+            if plateau is not None:
+                state["plateau"] = {k: _plain(getattr(plateau, k)) for k in ("wait", "best", "cooldown_counter")}
+            backup.save_snapshot(
+                path, phase, epoch + 1, self.model, rows, stopped=bool(self.model.stop_training), callbacks=state,
+                best_weights=early_stopping.best_weights if early_stopping is not None else None,
+            )
+            backup.write_history(checkpoint_dir, rows)
+
+    return EpochBackup()
+
+
+def _plain(value: Any) -> Any:
+    """A callback's state value as JSON: NumPy and Keras scalars become Python numbers."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
 
 
 def _progress_callback(num_examples: int, phase: str) -> Any:
@@ -218,17 +308,3 @@ def _current_lr(model: Any) -> float:
     import keras
 
     return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
-
-
-def _history_callback(path: str, phase: str) -> Any:
-    """Appends each finished epoch to a JSON-lines file, which survives a restart (Keras'
-    History only knows the epochs of the current ``fit`` call)."""
-    import keras
-
-    class EpochLog(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            row = {"phase": phase, "epoch": epoch + 1, "lr": _current_lr(self.model), **{k: float(v) for k, v in (logs or {}).items()}}
-            with open(path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-
-    return EpochLog()
