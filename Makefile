@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_WORKDIR ?= demo-work
 
-.PHONY: demo test test-fast compile clean bench images image-cpu image-gpu test-images
+.PHONY: demo test test-fast test-py313 compile clean bench images image-cpu image-gpu test-images
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: $(STAMP)
 # Everything except the end-to-end kfp.local runs (marked slow).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# test-fast on Python 3.13 (Debian 13 "trixie", built from Debian packages with debootstrap) in a
+# container; needs a Docker daemon (and root for debootstrap, first run). See docker/test-py313.sh.
+test-py313:
+	docker/test-py313.sh
 
 # Performance table of bench/README.md (under 15 minutes on 2 cores); BENCH_ARGS=--quick for fewer repetitions.
 bench: $(STAMP)

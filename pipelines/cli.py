@@ -1,7 +1,7 @@
 """The ``kfp-finetune`` command line (also ``python -m pipelines``).
 
 Commands: compile, run-local, demo, submit, schedule, models (list/describe/promote/rollback),
-predict. Each command function is wrapped by ``pipelines.errors.command``: an error prints one
+predict, doctor. Each command function is wrapped by ``pipelines.errors.command``: an error prints one
 ``error: ...`` line on stderr and exits 1 (a failed run) or 2 (bad input). ``run-local``,
 ``submit`` and ``schedule`` take the pipeline parameters alike (``pipelines.params``).
 """
@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any, Sequence
 
-from pipelines import docker_runner, errors, models_cli, params, remote
+from pipelines import docker_runner, doctor, errors, models_cli, params, remote
 
 DEFAULT_PIPELINE_ROOT = "kfp-local-root"
 DEFAULT_DEMO_WORKDIR = "demo-work"
@@ -40,6 +40,8 @@ def _print_result(summary: dict[str, Any]) -> None:
     else:
         print("pushed: nothing")
     print(f"run outputs: {summary['run_dir']}")
+    for name, path in (summary.get("reports") or {}).items():
+        print(f"{name} report (charts, opens in a browser): {path}")
 
 
 @errors.command
@@ -51,12 +53,32 @@ def _compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backbone_settings(arguments: dict[str, Any], docker: Any) -> dict[str, Any]:
+    """``arguments`` with the settings of a local ``base_weights`` file's sidecar filled in
+    (``components.backbones``); prints what was filled. Under the Docker runner the path is a
+    container path, read on the host through its mount."""
+    from components import backbones
+
+    weights = arguments.get("base_weights", "")
+    if not weights or "://" in weights or weights.lower() in ("imagenet", "none"):
+        return arguments
+    on_host = docker_runner.host_path(weights, docker) if docker is not None else weights
+    card = backbones.read_card(on_host)
+    if card is None:
+        return arguments
+    filled, notes = backbones.apply_card(arguments, card, backbones.card_path(on_host))
+    for note in notes:
+        print(f"backbone: {note}")
+    return filled
+
+
 @errors.command
 def _run_local(args: argparse.Namespace) -> int:
     from pipelines.local import PipelineRunError, check_settings, run_local
 
     arguments = params.params_from_args(args)
     docker = docker_runner.options_from_args(args)
+    arguments = _backbone_settings(arguments, docker)
     check_settings(arguments, docker)
     try:
         result = run_local(arguments, args.pipeline_root, package_path=args.package, docker=docker)
@@ -83,7 +105,10 @@ def _demo(args: argparse.Namespace) -> int:
                                       "pipeline_root": e.pipeline_root, "run_dir": e.run_dir})
         raise
     _print_result(summary)
-    print(f"data: {summary['data_uri']}\nbackbone weights: {summary['base_weights']}\nregistry: {summary['registry_uri']}")
+    backbone = summary["backbone"]
+    print(f"data: {summary['data_uri']}\nbackbone weights: {summary['base_weights']} ({backbone['base_model']} width "
+          f"{backbone['width_multiplier']}, {backbone['image_size']} px; settings in {backbone['sidecar']}, which "
+          f"run-local --base-weights reads)\nregistry: {summary['registry_uri']}")
     print("registry entry:\n" + demo.describe_pushed(summary))
     _write_summary(args.summary, summary)
     return 0
@@ -134,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     remote.add_parser(sub)
     models_cli.add_parser(sub)
+    doctor.add_parser(sub, DEFAULT_PIPELINE_ROOT)
 
     p = sub.add_parser("predict", help="classify image files through a model's serving signature")
     p.add_argument("--model-dir", metavar="DIR", help="a serving SavedModel folder, or a finetune model output holding one as serving/")

@@ -233,7 +233,7 @@ def test_killed_training_resumes_from_the_last_completed_epoch(preprocessed, bac
     deadline = time.monotonic() + 400
     for line in proc.stdout:
         seen.append(line)
-        if line.startswith("fine_tune epoch 2/5"):
+        if line.startswith("finetune: fine_tune epoch 2/5"):
             proc.send_signal(signal.SIGKILL)
             break
         assert time.monotonic() < deadline, "training never reached fine-tune epoch 2"
@@ -244,9 +244,10 @@ def test_killed_training_resumes_from_the_last_completed_epoch(preprocessed, bac
     resumed = subprocess.run([sys.executable, "-c", _RESUME_SCRIPT, *args, killed_dir, json.dumps(kw)],
                              capture_output=True, text=True, check=True)
     lines = resumed.stdout.splitlines()
-    assert any(l.startswith("head phase: already complete") for l in lines)
-    assert "fine_tune: resuming after epoch 2 of 5" in "\n".join(lines)
-    assert [l.split(":")[0] for l in lines if l.startswith("fine_tune epoch")] == [f"fine_tune epoch {i}/5" for i in (3, 4, 5)]
+    assert any(l.startswith("finetune: head phase already complete") for l in lines)
+    assert "finetune: fine_tune phase: resuming after epoch 2 of 5" in "\n".join(lines)
+    assert [l.split(":")[1].strip() for l in lines if l.startswith("finetune: fine_tune epoch")] == [
+        f"fine_tune epoch {i}/5" for i in (3, 4, 5)]
     with open(os.path.join(killed_dir, artifacts.TRAINING_FILE)) as f:
         after_kill = json.load(f)
     assert [(r["phase"], r["epoch"]) for r in after_kill["epochs"]] == [("head", 1), ("head", 2)] + [("fine_tune", i) for i in range(1, 6)]

@@ -84,7 +84,7 @@ def train_head(run: TrainingRun) -> float | None:
         return None
     head_done = os.path.join(run.checkpoint_dir, HEAD_WEIGHTS_FILE)
     if os.path.exists(head_done):
-        print(f"head phase: already complete, loading {head_done}", flush=True)
+        print(f"finetune: head phase already complete, loading {head_done}", flush=True)
         model.load_weights(head_done)
         return None
     start = time.perf_counter()
@@ -124,7 +124,7 @@ def fine_tune(run: TrainingRun) -> tuple[float | None, list[str]]:
     # A changed `trainable` only takes effect when the model is compiled again.
     _compile(run, run.classifier.model, settings.fine_tune_learning_rate, settings.fine_tune_epochs)
     bn = "BatchNormalization frozen" if pretrained else "BatchNormalization trained (no pretrained statistics)"
-    print(f"fine-tune phase: {len(unfrozen)} base layers unfrozen ({settings.unfreeze}), {bn}", flush=True)
+    print(f"finetune: fine-tune phase: {len(unfrozen)} base layers unfrozen ({settings.unfreeze}), {bn}", flush=True)
     _fit_phase(
         run, run.classifier.model,
         lambda first: training_batches(run.data, settings.seed + 1, first, settings.fine_tune_epochs),
@@ -168,7 +168,7 @@ def _fit_phase(run: TrainingRun, model: Any, train: Callable[[int], Any], valida
     if os.path.exists(os.path.join(backup_dir, "training_metadata.json")):
         with open(os.path.join(backup_dir, "training_metadata.json")) as f:
             first = int(json.load(f)["epoch"])
-        print(f"{phase}: resuming after epoch {first} of {epochs} from {backup_dir}", flush=True)
+        print(f"finetune: {phase} phase: resuming after epoch {first} of {epochs} from {backup_dir}", flush=True)
     backup = keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=True)
     # Order matters: the backup is written before the epoch is logged and announced.
     callbacks = [backup, _history_callback(os.path.join(run.checkpoint_dir, HISTORY_FILE), phase),
@@ -186,6 +186,9 @@ def _fit_phase(run: TrainingRun, model: Any, train: Callable[[int], Any], valida
         epochs=epochs,
         steps_per_epoch=run.data.steps_per_epoch,
         class_weight=run.data.class_weight,
+        # The batches are already in their seeded order (data.epoch_ordered); Keras ignores
+        # shuffle for a dataset but warns about its default True in every step's log.
+        shuffle=False,
         verbose=0,
         callbacks=callbacks,
     )
@@ -195,7 +198,8 @@ def _progress_callback(num_examples: int, phase: str) -> Any:
     import keras
 
     class EpochProgress(keras.callbacks.Callback):
-        """Prints one line per epoch: phase, loss, accuracy, eval metrics, learning rate, images/s."""
+        """Prints one line per epoch: the step, phase and epoch, loss, accuracy, eval metrics,
+        learning rate, the epoch's seconds and images/s."""
 
         def on_epoch_begin(self, epoch, logs=None):
             self._start = time.perf_counter()
@@ -204,10 +208,10 @@ def _progress_callback(num_examples: int, phase: str) -> Any:
             logs = logs or {}
             seconds = time.perf_counter() - self._start
             print(
-                f"{phase} epoch {epoch + 1}/{self.params['epochs']}: loss {logs.get('loss', float('nan')):.4f} "
+                f"finetune: {phase} epoch {epoch + 1}/{self.params['epochs']}: loss {logs.get('loss', float('nan')):.4f} "
                 f"accuracy {logs.get('accuracy', float('nan')):.4f} "
                 f"eval_loss {logs.get('val_loss', float('nan')):.4f} eval_accuracy {logs.get('val_accuracy', float('nan')):.4f} "
-                f"lr {_current_lr(self.model):.3g} {num_examples / seconds:.0f} images/s",
+                f"lr {_current_lr(self.model):.3g} ({seconds:.1f} s, {num_examples / seconds:.0f} images/s)",
                 flush=True,
             )
 
