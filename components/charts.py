@@ -120,10 +120,16 @@ def learning_curves(epochs: Sequence[Mapping[str, Any]]) -> str:
             ax.plot(x, [r.get(f"val_{key}", float("nan")) for r in epochs], marker=".", color=EVAL_COLOUR, label="eval")
         ax.set_ylabel(label)
     acc_ax.set_ylim(-0.02, 1.02)
-    lr_ax.plot(x, [r.get("lr", float("nan")) for r in epochs], color=CHAMPION_COLOUR)
+    from matplotlib.ticker import MaxNLocator
+
+    rates = [r.get("lr", float("nan")) for r in epochs]
+    lr_ax.plot(x, rates, marker=".", color=CHAMPION_COLOUR)
+    # The fine-tune phase's rate is usually 10-100x lower (Keras' transfer-learning guide).
+    if all(rate > 0 for rate in rates):
+        lr_ax.set_yscale("log")
     lr_ax.set_ylabel("learning rate")
     lr_ax.set_xlabel("epoch (both phases)")
-    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    lr_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     phases = [str(r["phase"]).replace("_", "-") for r in epochs]
     boundary = next((i for i in range(1, len(phases)) if phases[i] != phases[i - 1]), None)
     for ax in (loss_ax, acc_ax, lr_ax):
@@ -133,7 +139,7 @@ def learning_curves(epochs: Sequence[Mapping[str, Any]]) -> str:
         for text, align in ((f"{phases[0]} ", "right"), (f" {phases[boundary]}", "left")):
             loss_ax.annotate(text, xy=(boundary + 0.5, 0.97), xycoords=("data", "axes fraction"), ha=align, va="top",
                              fontsize=8, fontstyle="italic")
-    loss_ax.legend(loc="upper right")
+    loss_ax.legend(loc="best")
     loss_ax.set_title(f"Learning curves ({len(epochs)} epochs: " + ", ".join(
         f"{phase} {phases.count(phase)}" for phase in dict.fromkeys(phases)) + ")")
     return to_svg(figure, "learning-curves")

@@ -65,7 +65,7 @@ def _paragraph(text: str, css_class: str = "") -> str:
 def _learning_curves_section(training: Mapping[str, Any] | None) -> list[str]:
     if not training or not training.get("epochs"):
         return ["<h2>Learning curves</h2>", _paragraph("Not available: the model artifact has no training.json epochs.")]
-    phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in (training.get("phase_seconds") or {}).items())
+    phases = ", ".join(f"{name.replace('_', '-')} {seconds:.1f} s" for name, seconds in (training.get("phase_seconds") or {}).items())
     return ["<h2>Learning curves</h2>", figure(
         charts.learning_curves(training["epochs"]),
         "Train and eval loss and accuracy, and the learning rate, per epoch; the dashed line separates the head phase "
