@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_WORKDIR ?= demo-work
 
-.PHONY: demo test test-fast reliability compile clean bench images image-cpu image-gpu test-images kind-up kind-e2e kind-down
+.PHONY: demo test test-fast test-py313 reliability compile clean bench images image-cpu image-gpu test-images kind-up kind-e2e kind-down
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test-fast: $(STAMP)
 # prints the number of cases per category at the end.
 reliability: $(STAMP)
 	$(BIN)/python -m pytest -q -m reliability
+
+# test-fast on Python 3.13 (Debian 13 "trixie", built from Debian packages with debootstrap) in a
+# container; needs a Docker daemon (and root for debootstrap, first run). See docker/test-py313.sh.
+test-py313:
+	docker/test-py313.sh
 
 # Performance table of bench/README.md (under 15 minutes on 2 cores); BENCH_ARGS=--quick for fewer repetitions.
 bench: $(STAMP)

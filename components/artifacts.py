@@ -15,7 +15,8 @@ Layout of each artifact (``<folder>`` is the artifact's local ``.path``):
   ``LABEL_VOCABULARY`` holds the class names escaped by ``escape_label``, one per line.
 * preprocess ``statistics``: ``<folder>/STATISTICS_FILE``.
 * finetune ``model``: ``KERAS_FILE``, ``SERVING_DIR/`` (a SavedModel with the serving signature
-  below), ``TRAINING_FILE``, ``TRAINING_REPORT_FILE``, ``TENSORBOARD_DIR/`` and, unless
+  below), ``TRAINING_FILE``, ``TRAINING_REPORT_FILE``, ``TRAINING_HTML_FILE`` (the learning
+  curves as a self-contained HTML page), ``TENSORBOARD_DIR/`` and, unless
   ``checkpoint_dir`` is set, ``CHECKPOINT_DIR/``.
 * evaluate ``evaluation``: one JSON file (the artifact's path itself); a registry version keeps
   a copy named ``EVALUATION_FILE``.
@@ -47,6 +48,7 @@ KERAS_FILE = "model.keras"
 SERVING_DIR = "serving"
 TRAINING_FILE = "training.json"
 TRAINING_REPORT_FILE = "training.md"
+TRAINING_HTML_FILE = "training.html"
 TENSORBOARD_DIR = "tensorboard"
 CHECKPOINT_DIR = "checkpoints"
 

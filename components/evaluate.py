@@ -857,6 +857,7 @@ def run_evaluate_step(
     evaluation_path: str,
     report_path: str,
     settings: EvaluateSettings,
+    html_path: str | None = None,
 ) -> dict[str, Any]:
     """The evaluate step: scores the ``model`` artifact's serving model on the ``examples``
     artifact's test split against the floor and the champion, and writes the evaluation.
@@ -868,6 +869,8 @@ def run_evaluate_step(
         evaluation_path: Output file: ``run_evaluate``'s result as JSON (push copies it).
         report_path: Output file: the Markdown report (``report_markdown``).
         settings: ``EvaluateSettings``.
+        html_path: Output file, when given: the report with its charts as one self-contained
+            HTML page (``components.report_html.evaluation_report``).
 
     Returns:
         ``run_evaluate``'s result.
@@ -878,14 +881,18 @@ def run_evaluate_step(
     """
     import tempfile
 
+    training = read_training(model_dir)
     with tempfile.TemporaryDirectory(prefix="evaluate-") as scratch:
         result = run_evaluate(
-            split_files(examples_dir, "test"), os.path.join(model_dir, SERVING_DIR), settings, scratch,
-            training=read_training(model_dir),
+            split_files(examples_dir, "test"), os.path.join(model_dir, SERVING_DIR), settings, scratch, training=training,
         )
     write_json(result, evaluation_path)
     with open(report_path, "w") as f:
         f.write(report_markdown(result))
     for warning in result["warnings"]:
         print(f"warning: {warning}", flush=True)
+    if html_path is not None:
+        from components.report_html import evaluation_report, write_page
+
+        write_page(evaluation_report(result, training), html_path)
     return result

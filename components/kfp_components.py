@@ -5,6 +5,10 @@ compiled pipeline and runs it inside the component image (``components.image``),
 project is installed, so the body only imports from it, calls one function and writes outputs.
 ``build_components(image)`` applies ``dsl.component`` with the chosen image.
 
+Every body that uses TensorFlow calls ``components.step_logging.quiet_tensorflow`` first (the
+one place where a step's TensorFlow logging is set, before TensorFlow loads) and ends with one
+``<step>: ...`` line saying what it did and how long it took.
+
 (No ``from __future__ import annotations`` here: KFP reads the real annotation objects.)
 """
 
@@ -13,7 +17,7 @@ import types
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 from components.image import COMPONENT_IMAGE
 
@@ -49,14 +53,24 @@ def preprocess(
     The parameters are the fields of ``components.preprocess.PreprocessSettings`` (their help
     and checks are there); the artifacts' layout is in ``components.artifacts``.
     """
+    import time
+
     from components.preprocess import PreprocessSettings, run_preprocess_step
     from components.settings import from_parameters
     from components.step_errors import reported
+    from components.step_logging import quiet_tensorflow, step_line
 
     with reported("preprocess"):
+        started = time.perf_counter()
+        # The Beam pipeline runs in a worker process (components.preprocess.run_preprocess),
+        # which loads TensorFlow under the same settings.
+        quiet_tensorflow("preprocess", load=False)
         settings = from_parameters(PreprocessSettings, locals())
         stats = run_preprocess_step(examples.path, transform_graph.path, statistics.path, statistics_report.path, settings)
         examples.metadata.update(num_images=stats["num_images"], classes=stats["classes"], fingerprint=stats["fingerprint"])
+        splits = ", ".join(f"{split} {sum(counts.values())}" for split, counts in stats["class_counts"].items())
+        step_line("preprocess", f"{stats['num_images']} usable images of {len(stats['classes'])} classes ({splits}); "
+                                f"{len(stats['skipped'])} skipped", started)
 
 
 def finetune(
@@ -98,24 +112,35 @@ def finetune(
     model: Output[Model],
     training_metrics: Output[Metrics],
     training_report: Output[Markdown],
+    training_html: Output[HTML],
 ):
     """Fine-tunes the base model under a new head (one or two phases); exports Keras and serving models.
 
     The parameters are the fields of ``FinetuneSettings`` (``components.finetune``), the two
-    accelerator settings under the names of ``RENAMED_INPUTS``.
+    accelerator settings under the names of ``RENAMED_INPUTS``. ``training_html`` is the
+    learning curves' chart as a self-contained page (the KFP UI shows it on the run's page).
     """
+    import time
+
     from components.finetune import FinetuneSettings, run_finetune_step
     from components.settings import from_parameters
     from components.step_errors import reported
+    from components.step_logging import quiet_tensorflow, step_line
 
     with reported("finetune"):
+        started = time.perf_counter()
+        quiet_tensorflow("finetune", requested_accelerator_count)
         settings = from_parameters(FinetuneSettings, {
             **locals(), "accelerator_type": requested_accelerator_type, "accelerator_count": requested_accelerator_count,
         })
-        summary = run_finetune_step(examples.path, transform_graph.path, model.path, settings, report_path=training_report.path)
+        summary = run_finetune_step(examples.path, transform_graph.path, model.path, settings, report_path=training_report.path,
+                                    html_path=training_html.path)
         for name, values in summary["history"].items():
             training_metrics.log_metric(f"final_{name}", values[-1])
         model.metadata.update(labels=summary["labels"], image_size=summary["image_size"], base_model=base_model)
+        final = ", ".join(f"{name.replace('val_', 'eval_')} {values[-1]:.4f}" for name, values in summary["history"].items()
+                          if name != "lr")
+        step_line("finetune", f"{len(summary['epochs'])} epochs; final {final}", started)
 
 
 def evaluate(
@@ -131,24 +156,34 @@ def evaluate(
     confusion_matrix: Output[ClassificationMetrics],
     report: Output[Markdown],
     evaluation: Output[Artifact],
+    report_html: Output[HTML],
 ) -> NamedTuple("EvaluateOutputs", [("blessed", bool), ("reason", str), ("accuracy", float), ("macro_f1", float)]):
     """Scores the serving model on the test split against the floor and the champion.
 
     Logs every scalar of ``components.evaluate.compute_metrics`` (accuracy, macro/weighted F1,
     top-k accuracy, expected calibration error, log loss, example count) and, when a champion
     was compared, its accuracy and the paired test; the report adds the diagnosis of the model's
-    ``training.json`` curves; ``evaluation`` holds all of it as JSON (push copies it). The
-    parameters are the fields of ``components.evaluate.EvaluateSettings``.
+    ``training.json`` curves; ``evaluation`` holds all of it as JSON (push copies it);
+    ``report_html`` is the report with its charts (learning curves, confusion matrix,
+    reliability diagram, per-class scores, champion comparison) as a self-contained page that
+    the KFP UI shows on the run's page. The parameters are the fields of
+    ``components.evaluate.EvaluateSettings``.
     """
     from collections import namedtuple
+
+    import time
 
     from components.evaluate import EvaluateSettings, run_evaluate_step, scalar_metrics
     from components.settings import from_parameters
     from components.step_errors import reported
+    from components.step_logging import quiet_tensorflow, step_line
 
     with reported("evaluate"):
+        started = time.perf_counter()
+        quiet_tensorflow("evaluate")
         result = run_evaluate_step(
-            examples.path, model.path, evaluation.path, report.path, from_parameters(EvaluateSettings, locals())
+            examples.path, model.path, evaluation.path, report.path, from_parameters(EvaluateSettings, locals()),
+            html_path=report_html.path,
         )
         m = result["metrics"]
         for name, value in scalar_metrics(m).items():
@@ -158,6 +193,8 @@ def evaluate(
             metrics.log_metric("champion_accuracy", champion["accuracy"])
             metrics.log_metric("mcnemar_p_value", champion["paired_test"]["p_value"])
         confusion_matrix.log_confusion_matrix(result["class_names"], m["confusion_matrix"])
+        step_line("evaluate", f"accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f} on {m['num_examples']} test "
+                              f"images; {'blessed' if result['blessed'] else 'not blessed'}: {result['reason']}", started)
     outputs = namedtuple("EvaluateOutputs", ["blessed", "reason", "accuracy", "macro_f1"])
     return outputs(result["blessed"], result["reason"], m["accuracy"], m["macro_f1"])
 
@@ -179,14 +216,19 @@ def push(
     ``"version": null`` and ``not_pushed`` (``run_push_step``).
     """
     import json
+    import time
 
     from components.push import PushSettings, run_push_step
     from components.settings import from_parameters
     from components.step_errors import reported
+    from components.step_logging import step_line
 
     with reported("push"):
+        started = time.perf_counter()
         settings = from_parameters(PushSettings, locals())
         pushed = run_push_step(model.path, evaluation.path, statistics.path, settings, pipeline_run_id)
+        step_line("push", f"model {pushed['model']!r} version {pushed['version']} at {pushed['uri']}, alias {pushed['alias']!r}",
+                  started)
     return json.dumps(pushed)
 
 

@@ -618,6 +618,9 @@ def _worker_main(request: str, response: str) -> None:
     import sys
     import traceback
 
+    from components.step_logging import quiet_tensorflow
+
+    quiet_tensorflow("preprocess")
     with open(request, "rb") as f:
         args = pickle.load(f)
     try:

@@ -17,7 +17,7 @@ import sys
 from typing import Any, NoReturn, Sequence
 
 from components.step_errors import one_line
-from pipelines import docker_runner, errors, models_cli, params, preflight, remote_cli, runs_cli
+from pipelines import docker_runner, doctor, errors, models_cli, params, preflight, remote_cli, runs_cli
 
 DEFAULT_PIPELINE_ROOT = "kfp-local-root"
 DEFAULT_DEMO_WORKDIR = "demo-work"
@@ -45,6 +45,8 @@ def _print_result(summary: dict[str, Any]) -> None:
     else:
         print("pushed: nothing")
     print(f"run outputs: {summary['run_dir']}")
+    for name, path in (summary.get("reports") or {}).items():
+        print(f"{name} report (charts, opens in a browser): {path}")
 
 
 @errors.command
@@ -58,6 +60,25 @@ def _compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backbone_settings(arguments: dict[str, Any], docker: Any) -> dict[str, Any]:
+    """``arguments`` with the settings of a local ``base_weights`` file's sidecar filled in
+    (``components.backbones``); prints what was filled. Under the Docker runner the path is a
+    container path, read on the host through its mount."""
+    from components import backbones
+
+    weights = arguments.get("base_weights", "")
+    if not weights or "://" in weights or weights.lower() in ("imagenet", "none"):
+        return arguments
+    on_host = docker_runner.host_path(weights, docker) if docker is not None else weights
+    card = backbones.read_card(on_host)
+    if card is None:
+        return arguments
+    filled, notes = backbones.apply_card(arguments, card, backbones.card_path(on_host))
+    for note in notes:
+        print(f"backbone: {note}")
+    return filled
+
+
 @errors.command
 def _run_local(args: argparse.Namespace) -> int:
     from components.image import COMPONENT_IMAGE
@@ -69,6 +90,7 @@ def _run_local(args: argparse.Namespace) -> int:
     docker = docker_runner.options_from_args(args, (profile.image if profile else None) or COMPONENT_IMAGE)
     if profile is not None:
         check_profile_locally(profile, docker)
+    arguments = _backbone_settings(arguments, docker)
     preflight.check_run(arguments, args.pipeline_root, args.summary,
                         (lambda path: docker_runner.host_path(path, docker)) if docker else (lambda path: path))
     check_output_locations(arguments, args.pipeline_root, args.summary, docker)
@@ -102,7 +124,10 @@ def _demo(args: argparse.Namespace) -> int:
                                       "pipeline_root": e.pipeline_root, "run_dir": e.run_dir})
         raise
     _print_result(summary)
-    print(f"data: {summary['data_uri']}\nbackbone weights: {summary['base_weights']}\nregistry: {summary['registry_uri']}")
+    backbone = summary["backbone"]
+    print(f"data: {summary['data_uri']}\nbackbone weights: {summary['base_weights']} ({backbone['base_model']} width "
+          f"{backbone['width_multiplier']}, {backbone['image_size']} px; settings in {backbone['sidecar']}, which "
+          f"run-local --base-weights reads)\nregistry: {summary['registry_uri']}")
     print("registry entry:\n" + demo.describe_pushed(summary))
     _write_summary(args.summary, summary)
     return 0
@@ -173,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     remote_cli.add_parser(sub)
     runs_cli.add_parser(sub)
     models_cli.add_parser(sub)
+    doctor.add_parser(sub, DEFAULT_PIPELINE_ROOT)
 
     p = sub.add_parser("predict", help="classify image files through a model's serving signature")
     p.add_argument("--model-dir", metavar="DIR", help="a serving SavedModel folder, or a finetune model output holding one as serving/")

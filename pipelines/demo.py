@@ -91,7 +91,9 @@ def pretrain_backbone(
     The images go through the same decoding, resizing and pixel scaling as the pipeline's
     transform graph (``components.preprocess.decode_images`` and the base model's scaling), so
     the backbone's features fit what fine-tuning feeds it. BatchNormalization momentum is lowered
-    to 0.9 first (see ``base_models.set_batchnorm_momentum``).
+    to 0.9 first (see ``base_models.set_batchnorm_momentum``). The settings it was made with go
+    into the sidecar ``<name>.weights.json`` (``components.backbones``), which ``run-local
+    --base-weights`` reads.
 
     Args:
         source_dir: Class folders of the source task (PNG files).
@@ -105,7 +107,7 @@ def pretrain_backbone(
     import numpy as np
     import tensorflow as tf
 
-    from components import base_models
+    from components import backbones, base_models
     from components.preprocess import decode_images
 
     keras.utils.set_random_seed(seed)
@@ -135,16 +137,26 @@ def pretrain_backbone(
     tmp = weights_path + ".partial.weights.h5"
     base.save_weights(tmp)
     os.replace(tmp, weights_path)
-    return {"accuracy": float(history.history["accuracy"][-1]), "eval_accuracy": float(history.history["val_accuracy"][-1])}
+    scores = {"accuracy": float(history.history["accuracy"][-1]), "eval_accuracy": float(history.history["val_accuracy"][-1])}
+    backbones.write_card(weights_path, backbones.BackboneCard(
+        DEMO_BASE_MODEL, width_multiplier, image_size, tuple(sorted(os.listdir(source_dir))),
+        f"pretrained from scratch on {source_dir} ({len(y)} images, {epochs} epochs; eval accuracy "
+        f"{scores['eval_accuracy']:.3f} on a held-out fifth)",
+    ))
+    return scores
 
 
 def prepare(workdir: str, pretrain_epochs: int = 30) -> dict[str, Any]:
     """Writes the demo data and builds the backbone (reused when its file already exists).
 
     Returns:
-        ``{"data_uri", "source_uri", "base_weights", "backbone"}`` (``backbone`` holds the
-        source-task accuracies, or None when the weights file was reused).
+        ``{"data_uri", "source_uri", "base_weights", "backbone", "backbone_settings"}``
+        (``backbone`` holds the source-task accuracies, or None when the weights file was
+        reused; ``backbone_settings`` what its sidecar records: ``components.backbones``'
+        settings plus ``sidecar``, the file's path).
     """
+    from components import backbones
+
     layout = demo_params(workdir)
     data_uri, weights = layout["data_uri"], layout["base_weights"]
     source_uri = os.path.join(workdir, "data", "digits-0-4")
@@ -155,7 +167,15 @@ def prepare(workdir: str, pretrain_epochs: int = 30) -> dict[str, Any]:
         print(f"pretraining the backbone ({DEMO_BASE_MODEL} width {DEMO_WIDTH}, {DEMO_IMAGE_SIZE} px) on digits 0-4 ...", flush=True)
         backbone = pretrain_backbone(source_uri, weights, epochs=pretrain_epochs, image_size=DEMO_IMAGE_SIZE)
         print(f"backbone: source-task eval accuracy {backbone['eval_accuracy']:.3f}", flush=True)
-    return {"data_uri": data_uri, "source_uri": source_uri, "base_weights": weights, "backbone": backbone}
+    card = backbones.read_card(weights)
+    if card is None:
+        # A backbone made before backbones carried their settings: they are the demo's own.
+        card = backbones.BackboneCard(DEMO_BASE_MODEL, DEMO_WIDTH, DEMO_IMAGE_SIZE, tuple(str(d) for d in SOURCE_DIGITS),
+                                      f"the demo's backbone, pretrained on {source_uri}")
+        backbones.write_card(weights, card)
+    settings = {**card.settings(), "sidecar": backbones.card_path(weights)}
+    return {"data_uri": data_uri, "source_uri": source_uri, "base_weights": weights, "backbone": backbone,
+            "backbone_settings": settings}
 
 
 def demo_params(workdir: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -178,7 +198,8 @@ def run_demo(workdir: str, overrides: dict[str, Any] | None = None) -> dict[str,
     whole up-front check (``pipelines.preflight.check_run``) runs before the pipeline.
 
     Returns:
-        ``run-local``'s summary plus ``data_uri``, ``base_weights``, ``registry_uri``.
+        ``run-local``'s summary plus ``data_uri``, ``base_weights``, ``backbone`` (its
+        settings and sidecar, ``prepare``'s ``backbone_settings``), ``registry_uri``.
 
     Raises:
         ValueError, OSError: an invalid override or an unwritable ``workdir`` (before any work).
@@ -191,13 +212,14 @@ def run_demo(workdir: str, overrides: dict[str, Any] | None = None) -> dict[str,
     params = demo_params(workdir, overrides)
     step_settings(params)
     preflight.check_writable_folder("--workdir", workdir)
-    prepare(workdir)
+    prepared = prepare(workdir)
     pipeline_root = os.path.join(workdir, "pipeline_root")
     preflight.check_run(params, pipeline_root)
     registry_uri = params["registry_uri"]
     result = run_local(params, pipeline_root)
     summary = result.summary()
-    summary.update(data_uri=params["data_uri"], base_weights=params["base_weights"], registry_uri=registry_uri)
+    summary.update(data_uri=params["data_uri"], base_weights=params["base_weights"], backbone=prepared["backbone_settings"],
+                   registry_uri=registry_uri)
     return summary
 
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import tempfile
 import time
 import warnings
 from typing import Any
 
 from components.step_errors import ERROR_FILE_ENV, one_line, read_errors
+from components.step_logging import LOG_LEVEL_ENV
 from pipelines import docker_runner
 from pipelines.docker_runner import DockerOptions
 from pipelines.profiles import Profile
@@ -51,12 +53,14 @@ class LocalRunResult:
     run_dir: str | None
     seconds: float
     not_pushed: str | None = None
+    reports: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """``status``, ``metrics`` (accuracy, macro_f1), ``blessed``, ``reason``, ``pushed``
         (model, version, uri, alias, or None), ``not_pushed`` (why nothing was pushed: the
         blessing's reason, or "the champion changed from vN to vM since evaluation"; None when
-        pushed), ``pipeline_root``, ``run_dir``, ``seconds``."""
+        pushed), ``pipeline_root``, ``run_dir``, ``seconds``, ``reports`` (``collect_reports``:
+        name -> HTML file)."""
         return {
             "status": self.status,
             "metrics": {"accuracy": self.accuracy, "macro_f1": self.macro_f1},
@@ -67,6 +71,7 @@ class LocalRunResult:
             "pipeline_root": self.pipeline_root,
             "run_dir": self.run_dir,
             "seconds": self.seconds,
+            "reports": self.reports,
         }
 
 
@@ -74,6 +79,29 @@ def step_failed(record: dict[str, str], pipeline_root: str | None = None, run_di
     """The error of a run whose step failed, from the step's record in the error file
     (``components.step_errors.reported``): ``step <name> failed: <Error>: <message>``."""
     return PipelineRunError(f"step {record['step']} failed: {record['error']}", pipeline_root, run_dir)
+
+
+#: The run's HTML reports: name -> (task, output artifact of ``components.kfp_components``).
+REPORTS = {"evaluation": ("evaluate", "report_html"), "training": ("finetune", "training_html")}
+
+
+def collect_reports(run_dir: str | None) -> dict[str, str]:
+    """Copies each of ``REPORTS`` that the run wrote to ``<run_dir>/<name>.html``.
+
+    Why a copy: kfp.local names an artifact file after its output (``evaluate/report_html``),
+    without an extension, and a browser shows a ``file://`` page without one as plain text
+    (Chromium does); the ``.html`` copy opens as the page the KFP UI shows.
+
+    Returns:
+        ``{name: path of the .html copy}`` for the reports found (none when ``run_dir`` is None).
+    """
+    found: dict[str, str] = {}
+    for name, (task, output) in REPORTS.items():
+        source = os.path.join(run_dir, task, output) if run_dir else ""
+        if source and os.path.isfile(source):
+            found[name] = os.path.join(run_dir, f"{name}.html")
+            shutil.copyfile(source, found[name])
+    return found
 
 
 def _latest_run_dir(pipeline_root: str, before: set[str]) -> str | None:
@@ -233,7 +261,9 @@ def run_local(
             # The containers see only the pipeline root: their error reports go there.
             error_file = os.path.join(pipeline_root, f".errors-{os.getpid()}-{time.time_ns()}.jsonl")
             gpu_image = profile.gpu_image if profile is not None and profile.steps["finetune"].accelerator else None
-            runner = docker_runner.make_runner(docker, {ERROR_FILE_ENV: error_file}, (gpu_image,) if gpu_image else ())
+            # The step's TensorFlow log level override (components.step_logging) goes along.
+            forwarded = {LOG_LEVEL_ENV: os.environ[LOG_LEVEL_ENV]} if os.environ.get(LOG_LEVEL_ENV) else {}
+            runner = docker_runner.make_runner(docker, {ERROR_FILE_ENV: error_file, **forwarded}, (gpu_image,) if gpu_image else ())
         local.init(runner=runner, pipeline_root=pipeline_root, raise_on_error=True)
         # kfp.local warns for every step that its image is not a plain Python image; here the
         # project (what the image holds) is installed in this very environment, so it is moot.
@@ -261,6 +291,7 @@ def run_local(
                 os.remove(error_file)
     out = task.outputs
     pushed, not_pushed = pushed_output(out["pushed"], out["reason"])
+    run_dir = _latest_run_dir(pipeline_root, before)
     return LocalRunResult(
         status="succeeded",
         blessed=bool(out["blessed"]),
@@ -269,9 +300,10 @@ def run_local(
         macro_f1=float(out["macro_f1"]),
         pushed=pushed,
         pipeline_root=pipeline_root,
-        run_dir=_latest_run_dir(pipeline_root, before),
+        run_dir=run_dir,
         seconds=round(time.perf_counter() - start, 1),
         not_pushed=not_pushed,
+        reports=collect_reports(run_dir),
     )
 
 

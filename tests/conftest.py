@@ -75,14 +75,15 @@ def preprocessed(tmp_path_factory, small_digits_dir):
 def finetune_component_run(preprocessed, backbone_weights, tmp_path_factory):
     """The finetune component body (``.python_func``, as KFP runs it) on ``preprocessed``: a
     head-only run of 4 epochs on the test backbone. Returns the model folder, the training
-    summary (``training.json``), the logged metrics and the report artifact's path.
+    summary (``training.json``), the logged metrics and the report artifacts' paths (Markdown,
+    HTML).
 
     The learning rate is 1e-2: with 3e-3 the loss fell only 9% in 4 epochs in a fresh
     environment (keras 3.15.1), too close to what ``test_finetune_trains_the_head_and_loss_falls``
     asks (10%); with 1e-2 it fell 20% (1.848 -> 1.486)."""
     import json
 
-    from kfp.dsl import Artifact, Dataset, Markdown, Metrics, Model
+    from kfp.dsl import HTML, Artifact, Dataset, Markdown, Metrics, Model
 
     from components.artifacts import TRAINING_FILE
     from components.finetune import FinetuneSettings
@@ -94,14 +95,15 @@ def finetune_component_run(preprocessed, backbone_weights, tmp_path_factory):
     params.update(base_model="mobilenet_v2", base_weights=backbone_weights[0], width_multiplier=0.35, epochs=4, learning_rate=1e-2)
     params = {RENAMED_INPUTS.get(k, k): v for k, v in params.items()}
     model, metrics, report = Model(uri=str(root / "model")), Metrics(uri=str(root / "metrics")), Markdown(uri=str(root / "training.md"))
+    html = HTML(uri=str(root / "training.html"))
     build_components().finetune.python_func(
         examples=Dataset(uri=preprocessed["examples"]), transform_graph=Artifact(uri=preprocessed["transform"]),
-        model=model, training_metrics=metrics, training_report=report, **params,
+        model=model, training_metrics=metrics, training_report=report, training_html=html, **params,
     )
     with open(root / "model" / TRAINING_FILE) as f:
         summary = json.load(f)
     return {"model_dir": model.path, "summary": summary, "metrics": dict(metrics.metadata),
-            "model_metadata": dict(model.metadata), "report": report.path}
+            "model_metadata": dict(model.metadata), "report": report.path, "html": html.path}
 
 
 @pytest.fixture(scope="session")

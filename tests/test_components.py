@@ -40,7 +40,7 @@ def test_a_failing_component_reports_its_step_and_error(tmp_path, monkeypatch):
 
 
 def test_push_component_publishes_a_blessed_model_with_its_evaluation_and_statistics(trained_model, preprocessed, tmp_path):
-    from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
+    from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
     from components import registry
 
@@ -52,8 +52,13 @@ def test_push_component_publishes_a_blessed_model_with_its_evaluation_and_statis
         target_env="dev", min_accuracy=0.0, champion_tolerance=0.0, allow_label_change=False,
         metrics=Metrics(uri=str(tmp_path / "m")), confusion_matrix=ClassificationMetrics(uri=str(tmp_path / "cm")),
         report=Markdown(uri=str(tmp_path / "report.md")), evaluation=evaluation,
+        report_html=HTML(uri=str(tmp_path / "report.html")),
     )
     assert out.blessed is True
+    # Learning curves, confusion matrix, reliability diagram, per class; no champion yet.
+    page = (tmp_path / "report.html").read_text()
+    assert [c for c in ("learning-curves", "confusion-matrix", "reliability", "per-class", "champion")
+            if f'data-chart="{c}"' in page] == ["learning-curves", "confusion-matrix", "reliability", "per-class"]
     reg_uri = str(tmp_path / "registry")
     pushed = json.loads(c.push.python_func(
         model=Model(uri=model_dir), evaluation=evaluation, statistics=Artifact(uri=preprocessed["statistics"]),
@@ -76,3 +81,8 @@ def test_finetune_component_logs_the_final_metrics_and_writes_the_report(finetun
     assert run["model_metadata"] == {"labels": ["5", "6", "7", "8", "9"], "image_size": 32, "base_model": "mobilenet_v2"}
     with open(run["report"]) as f:
         assert f.read().count("| head |") == 4
+    with open(run["html"]) as f:
+        page = f.read()
+    assert page.count("<svg ") == 1 and 'data-chart="learning-curves"' in page and page.count("<td>head</td>") == 4
+    with open(os.path.join(run["model_dir"], "training.html")) as f:
+        assert f.read() == page

@@ -165,7 +165,7 @@ def test_evaluate_component_logs_metrics_and_writes_everything(trained_model, pr
     with the diagnosis of ``training.json``, and ``evaluation.json`` holding all of it."""
     import json
 
-    from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
+    from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
     from components import kfp_components, registry
     from components.artifacts import SERVING_DIR
@@ -179,6 +179,7 @@ def test_evaluate_component_logs_metrics_and_writes_everything(trained_model, pr
         examples=Dataset(uri=preprocessed["examples"]), model=Model(uri=model_dir), min_accuracy=0.0,
         registry_uri=reg_uri, model_name="digits", target_env="dev", champion_tolerance=0.0, allow_label_change=False,
         metrics=metrics, confusion_matrix=matrix, report=report, evaluation=evaluation,
+        report_html=HTML(uri=str(tmp_path / "report.html")),
     )
     with open(evaluation.path) as f:
         saved = json.load(f)
@@ -195,6 +196,9 @@ def test_evaluate_component_logs_metrics_and_writes_everything(trained_model, pr
         text = f.read()
     assert f"**{saved['diagnosis']['verdict']}**: {saved['diagnosis']['reason']}." in text
     assert "## Most frequent confusions" in text and "McNemar" in text
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("<svg ") == 5 and 'data-chart="champion"' in page
+    assert f"Champion version {saved['champion']['version']} on the same {saved['metrics']['num_examples']} test images" in page
 
 
 @pytest.mark.parametrize(

@@ -79,8 +79,9 @@ def test_killed_at_every_kind_of_epoch_boundary_resumes_exactly(preprocessed, ba
     capsys.readouterr()
     resumed = run_finetune_step(*args, settings)
     out = capsys.readouterr().out
-    assert "head phase: already complete" in out and "fine_tune: resuming after epoch 1 of 2" in out
-    assert [l.split(":")[0] for l in out.splitlines() if l.startswith(("head epoch", "fine_tune epoch"))] == ["fine_tune epoch 2/2"]
+    assert "finetune: head phase already complete" in out and "finetune: fine_tune phase: resuming after epoch 1 of 2" in out
+    assert [l.split(":")[1].strip() for l in out.splitlines()
+            if l.startswith(("finetune: head epoch", "finetune: fine_tune epoch"))] == ["fine_tune epoch 2/2"]
     _assert_same_run(resumed, args[2], *reversed(straight))
     print("uninterrupted vs killed 3x:", [(p, e, round(a, 6), round(b, 6)) for (p, e, a), (_, _, b) in zip(_losses(straight[1]), _losses(resumed))])
 
@@ -104,7 +105,7 @@ def test_a_process_killed_between_the_phases_resumes_exactly(preprocessed, backb
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     deadline = time.monotonic() + 300
     for line in proc.stdout:
-        if line.startswith("head epoch 2/2"):
+        if line.startswith("finetune: head epoch 2/2"):
             proc.send_signal(signal.SIGKILL)
             break
         assert time.monotonic() < deadline, "training never reached head epoch 2"
@@ -115,7 +116,7 @@ def test_a_process_killed_between_the_phases_resumes_exactly(preprocessed, backb
     capsys.readouterr()
     resumed = run_finetune_step(*args, settings)
     out = capsys.readouterr().out
-    assert "head phase: already complete" in out or "head: its last epoch was backed up after epoch 2 of 2" in out
+    assert "finetune: head phase already complete" in out or "finetune: head phase: its last epoch was backed up after epoch 2 of 2" in out
     assert [l.split(":")[0] for l in out.splitlines() if l.startswith(("head epoch", "fine_tune epoch"))] == ["fine_tune epoch 1/2", "fine_tune epoch 2/2"]
     _assert_same_run(resumed, args[2], *reversed(straight))
 

@@ -2,6 +2,9 @@
 
 import json
 import os
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,9 +19,23 @@ ACCURACY_FLOOR = 0.35
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, digits_dir, backbone_weights):
+    """``kfp-finetune run-local`` as a user runs it, in a child process whose whole output (the
+    steps' streamed logs included) is kept in ``run.log``."""
+    from components.step_logging import LOG_LEVEL_ENV
+
     work = tmp_path_factory.mktemp("run-local")
     summary_path = str(work / "summary.json")
-    code = main([
+    environment = {k: v for k, v in os.environ.items() if k != LOG_LEVEL_ENV}  # the default levels are tested
+    with open(work / "run.log", "wb") as log:
+        proc = subprocess.run([sys.executable, "-m", "pipelines", *_run_local_args(work, digits_dir, backbone_weights, summary_path)],
+                              stdout=log, stderr=subprocess.STDOUT, env=environment, timeout=1800)
+    assert proc.returncode == 0, (work / "run.log").read_text()[-4000:]
+    with open(summary_path) as f:
+        return work, json.load(f)
+
+
+def _run_local_args(work, digits_dir, backbone_weights, summary_path):
+    return [
         "run-local",
         "--data-uri", digits_dir,
         "--registry-uri", str(work / "registry"),
@@ -31,10 +48,7 @@ def run(tmp_path_factory, digits_dir, backbone_weights):
         "--epochs", "10",
         "--min-accuracy", "0.3",
         "--summary", summary_path,
-    ])
-    assert code == 0
-    with open(summary_path) as f:
-        return work, json.load(f)
+    ]
 
 
 @pytest.mark.slow
@@ -61,6 +75,32 @@ def test_pipeline_fine_tunes_evaluates_and_pushes(run):
     # The push went through the gate: compared with the champion the evaluation saw (none yet).
     [move] = alias["history"]
     assert (move["gated"], move["compared_with"], move["previous_version"]) == (True, None, None)
+    # The HTML reports, copied as .html next to the run's outputs and named in the summary.
+    assert summary["reports"] == {name: os.path.join(summary["run_dir"], f"{name}.html") for name in ("evaluation", "training")}
+    with open(summary["reports"]["evaluation"]) as f:
+        charts = re.findall(r'<svg data-chart="([a-z-]+)"', f.read())
+    assert charts == ["learning-curves", "confusion-matrix", "reliability", "per-class"]  # no champion before v1
+
+
+@pytest.mark.slow
+def test_a_healthy_cpu_run_logs_no_error_level_line_and_says_what_each_step_did(run):
+    work, summary = run
+    log = (work / "run.log").read_text()
+    from components.step_logging import NATIVE_LINE
+
+    error_level = [line for line in log.splitlines()
+                   if (m := NATIVE_LINE.match(line.strip())) and m[1] in "EF"
+                   or re.match(r"\s*(ERROR[: ]|CRITICAL[: ]|Traceback)|.*\[KFP Executor [^\]]* (ERROR|CRITICAL)\]", line)]
+    assert error_level == []
+    # Neither the CUDA probe of a CPU machine nor TensorFlow's start-up notes reach the log.
+    for noise in ("cuInit", "oneDNN custom operations", "Could not find cuda drivers", "absl::InitializeLog"):
+        assert noise not in log
+    assert re.search(r"preprocess: \d+ usable images of 5 classes \(train \d+, eval \d+, test \d+\); 0 skipped \(\d+\.\d s\)", log)
+    assert re.search(r"finetune: head epoch 10/10: loss \d\.\d{4} accuracy \d\.\d{4} eval_loss \d\.\d{4} "
+                     r"eval_accuracy \d\.\d{4} lr 0\.001 \(\d+\.\d s, \d+ images/s\)", log)
+    assert re.search(r"evaluate: accuracy \d\.\d{4}, macro F1 \d\.\d{4} on \d+ test images; blessed: .* \(\d+\.\d s\)", log)
+    assert "push: model 'digits' version 1 at " in log
+    assert f"evaluation report (charts, opens in a browser): {summary['reports']['evaluation']}" in log
 
 
 @pytest.mark.slow

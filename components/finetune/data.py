@@ -296,5 +296,16 @@ def training_batches(data: TrainingData, seed: int, first_epoch: int, epochs: in
 
 
 def eval_batches(data: TrainingData) -> Any | None:
-    """The eval split in one-hot batches of ``data.batch_size``; None when it is empty."""
-    return one_hot_batches(data.eval_examples, data.batch_size, len(data.labels)) if data.num_eval else None
+    """The eval split in one-hot batches of ``data.batch_size``; None when it is empty.
+
+    The dataset declares its length (``ceil(num_eval / batch_size)`` batches): Keras 3.15 warns
+    "Your input ran out of data; interrupting training" at the end of a validation pass over a
+    dataset of unknown length, although nothing is interrupted (fixed in Keras by
+    keras-team/keras#23360), and TFRecord files have an unknown length.
+    """
+    import tensorflow as tf
+
+    if not data.num_eval:
+        return None
+    batches = one_hot_batches(data.eval_examples, data.batch_size, len(data.labels))
+    return batches.apply(tf.data.experimental.assert_cardinality(math.ceil(data.num_eval / data.batch_size)))

@@ -14,7 +14,7 @@ from typing import Any
 
 from components.artifacts import (
     CLASS_NAMES, IMAGE_KEY, KERAS_FILE, OUTPUT_CLASS_ID, OUTPUT_CONFIDENCE, OUTPUT_LABEL, OUTPUT_PROBABILITIES,
-    SERVING_DIR, SERVING_INPUT, SERVING_SIGNATURE, TRAINING_FILE, TRAINING_REPORT_FILE,
+    SERVING_DIR, SERVING_INPUT, SERVING_SIGNATURE, TRAINING_FILE, TRAINING_HTML_FILE, TRAINING_REPORT_FILE,
 )
 from components.finetune.data import TrainingData
 from components.finetune.settings import FinetuneSettings, fast_path_applies
@@ -141,9 +141,15 @@ def training_summary(
     }
 
 
-def write_training_record(summary: dict[str, Any], model_dir: str, report_path: str | None = None) -> None:
-    """Writes ``training.json`` and ``training.md`` into ``model_dir``, and the Markdown also to
-    ``report_path`` when given (e.g. a KFP ``Markdown`` artifact's path)."""
+def write_training_record(
+    summary: dict[str, Any], model_dir: str, report_path: str | None = None, html_path: str | None = None
+) -> None:
+    """Writes ``training.json``, ``training.md`` and ``training.html`` (the learning curves as a
+    chart, ``components.report_html.training_report``) into ``model_dir``; the Markdown also to
+    ``report_path`` and the HTML page also to ``html_path`` when given (a KFP ``Markdown`` and
+    ``HTML`` artifact's path)."""
+    from components.report_html import training_report, write_page
+
     with open(os.path.join(model_dir, TRAINING_FILE), "w") as f:
         json.dump(summary, f, indent=2)
     report = training_markdown(summary)
@@ -151,6 +157,10 @@ def write_training_record(summary: dict[str, Any], model_dir: str, report_path: 
         if path is not None:
             with open(path, "w") as f:
                 f.write(report)
+    page = training_report(summary)
+    for path in (os.path.join(model_dir, TRAINING_HTML_FILE), html_path):
+        if path is not None:
+            write_page(page, path)
 
 
 def training_markdown(summary: dict[str, Any]) -> str:

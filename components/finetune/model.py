@@ -18,6 +18,13 @@ from components.finetune.settings import FinetuneSettings, is_pretrained, select
 
 # BatchNormalization momentum of a base trained from scratch (see build_model).
 SCRATCH_BATCHNORM_MOMENTUM = 0.9
+# The widths tried when a weights file does not fit (fitting_settings): those Keras documents
+# for each family's alpha (keras.applications MobileNetV2, MobileNetV3Small/Large).
+WIDTH_CANDIDATES = {
+    "mobilenet_v2": (0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
+    "mobilenet_v3_small": (0.75, 1.0),
+    "mobilenet_v3_large": (0.75, 1.0),
+}
 
 
 class Classifier(NamedTuple):
@@ -134,9 +141,56 @@ def load_base_model(settings: FinetuneSettings, image_size: int, scratch_dir: st
     if path.endswith(".keras"):
         _load_from_keras_model(base, path, source)
         return base
-    check_weights_file(base, path, source)
+    try:
+        check_weights_file(base, path, source)
+    except ValueError as e:
+        fits = fitting_settings(path, source, (settings.base_model, settings.width_multiplier))
+        if fits is None:
+            raise
+        raise ValueError(f"{e}; the file fits base_model {fits[0]!r} with width_multiplier {fits[1]}: "
+                         f"set those (--base-model {fits[0]} --width-multiplier {fits[1]})") from None
     base.load_weights(path)
     return base
+
+
+def fitting_settings(path: str, source: str, tried: tuple[str, float]) -> tuple[str, float] | None:
+    """The ``(base_model, width_multiplier)`` whose layers a ``.weights.h5`` file fits exactly.
+
+    The file's arrays do not name their architecture, but their shapes tell a MobileNet's width
+    (the first convolution of MobileNetV2 has ``make_divisible(32 * alpha, 8)`` output
+    channels, and every later layer scales alike). Each candidate of ``WIDTH_CANDIDATES`` (the
+    family of ``tried`` first) is built at 32 px without weights (the shapes do not depend on
+    the input size) and compared with the file by ``check_weights_file``.
+
+    Args:
+        path: A local ``.weights.h5`` file.
+        source: Its name for messages.
+        tried: The setting that did not fit (skipped).
+
+    Returns:
+        The first fitting candidate, or None (the file is not a MobileNet backbone at a listed
+        width, or not a weights file).
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if "layers" not in f:
+                return None
+    except OSError:
+        return None
+    families = sorted(WIDTH_CANDIDATES, key=lambda family: family != tried[0])
+    for family in families:
+        for width in WIDTH_CANDIDATES[family]:
+            if (family, width) == tried:
+                continue
+            candidate = base_models.build_base_model(family, base_models.get_spec(family).min_size, None, width)
+            try:
+                check_weights_file(candidate, path, source)
+            except ValueError:
+                continue
+            return family, width
+    return None
 
 
 def _load_from_keras_model(base: Any, path: str, source: str) -> None:

@@ -24,6 +24,7 @@ def run_finetune_step(
     model_dir: str,
     settings: FinetuneSettings,
     report_path: str | None = None,
+    html_path: str | None = None,
 ) -> dict[str, Any]:
     """Trains the head (and optionally the top of the base) and exports the model.
 
@@ -45,6 +46,8 @@ def run_finetune_step(
         settings: ``FinetuneSettings``.
         report_path: Where to write the training report (Markdown, as ``training.md``) as well,
             e.g. a KFP ``Markdown`` artifact's path; None: only ``training.md``.
+        html_path: Where to write the learning curves' HTML page (as ``training.html``) as
+            well, e.g. a KFP ``HTML`` artifact's path; None: only ``training.html``.
 
     Returns:
         What ``training.json`` holds (``export.training_summary``): ``settings``, ``labels``,
@@ -86,14 +89,14 @@ def run_finetune_step(
     with _output_folders(model_dir, checkpoint_dir):
         fresh = bind(checkpoint_dir, inputs)
         if fresh:
-            print(f"checkpoint_dir {checkpoint_dir}: starting fresh, its backups are not this run's: {fresh}", flush=True)
+            print(f"finetune: checkpoint_dir {checkpoint_dir}: starting fresh, its backups are not this run's: {fresh}", flush=True)
         head_seconds = train_head(run)
         fine_tune_seconds, unfrozen = fine_tune(run)
         save_models(classifier.model, data, model_dir)
         phase_seconds = {name: s for name, s in (("head", head_seconds), ("fine_tune", fine_tune_seconds)) if s is not None}
         summary = training_summary(settings, data, read_history(checkpoint_dir), unfrozen, devices, phase_seconds,
                                    time.perf_counter() - start)
-        write_training_record(summary, model_dir, report_path)
+        write_training_record(summary, model_dir, report_path, html_path)
         # The step is complete: backups and cached features are not part of the model artifact.
         if not settings.checkpoint_dir:
             shutil.rmtree(checkpoint_dir, ignore_errors=True)

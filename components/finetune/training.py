@@ -121,7 +121,7 @@ def fine_tune(run: TrainingRun) -> tuple[float | None, list[str]]:
     # A changed `trainable` only takes effect when the model is compiled again.
     _compile(run, run.classifier.model, settings.fine_tune_learning_rate, settings.fine_tune_epochs)
     bn = "BatchNormalization frozen" if pretrained else "BatchNormalization trained (no pretrained statistics)"
-    print(f"fine-tune phase: {len(unfrozen)} base layers unfrozen ({settings.unfreeze}), {bn}", flush=True)
+    print(f"finetune: fine-tune phase: {len(unfrozen)} base layers unfrozen ({settings.unfreeze}), {bn}", flush=True)
     _fit_phase(
         run, run.classifier.model,
         lambda first: training_batches(run.data, settings.seed + 1, first, settings.fine_tune_epochs),
@@ -136,7 +136,7 @@ def _load_completed(run: TrainingRun, phase: str) -> bool:
     snapshot = backup.load_snapshot(backup.complete_path(run.checkpoint_dir, phase))
     if snapshot is None:
         return False
-    print(f"{phase} phase: already complete, loading {snapshot.path}", flush=True)
+    print(f"finetune: {phase} phase already complete, loading {snapshot.path}", flush=True)
     backup.assign(run.classifier.model.variables, snapshot.model, "model", snapshot.path)
     backup.write_history(run.checkpoint_dir, snapshot.history)
     return True
@@ -181,12 +181,12 @@ def _fit_phase(run: TrainingRun, model: Any, train: Callable[[int], Any], valida
         if snapshot.stopped or first >= epochs:
             # The kill came after the phase's last snapshot: finish as fit would have.
             why = "early stopping ended it" if snapshot.stopped else "its last epoch was backed up"
-            print(f"{phase}: {why} after epoch {first} of {epochs}; completing the phase from {path}", flush=True)
+            print(f"finetune: {phase} phase: {why} after epoch {first} of {epochs}; completing the phase from {path}", flush=True)
             if snapshot.stopped and early_stopping is not None and snapshot.best_weights is not None:
                 model.set_weights(snapshot.best_weights)
             _complete_phase(run, phase, rows)
             return
-        print(f"{phase}: resuming after epoch {first} of {epochs} from {path}", flush=True)
+        print(f"finetune: {phase} phase: resuming after epoch {first} of {epochs} from {path}", flush=True)
     # Order matters: the epoch's row is taken before reduce-on-plateau adds to the logs, the
     # snapshot after early stopping and reduce-on-plateau have updated their state, and the
     # progress line only once the snapshot is on disk.
@@ -202,6 +202,9 @@ def _fit_phase(run: TrainingRun, model: Any, train: Callable[[int], Any], valida
         initial_epoch=first,
         steps_per_epoch=run.data.steps_per_epoch,
         class_weight=run.data.class_weight,
+        # The batches are already in their seeded order (data.epoch_ordered); Keras ignores
+        # shuffle for a dataset but warns about its default True in every step's log.
+        shuffle=False,
         verbose=0,
         callbacks=callbacks,
     )
@@ -285,7 +288,8 @@ def _progress_callback(num_examples: int, phase: str) -> Any:
     import keras
 
     class EpochProgress(keras.callbacks.Callback):
-        """Prints one line per epoch: phase, loss, accuracy, eval metrics, learning rate, images/s."""
+        """Prints one line per epoch: the step, phase and epoch, loss, accuracy, eval metrics,
+        learning rate, the epoch's seconds and images/s."""
 
         def on_epoch_begin(self, epoch, logs=None):
             self._start = time.perf_counter()
@@ -294,10 +298,10 @@ def _progress_callback(num_examples: int, phase: str) -> Any:
             logs = logs or {}
             seconds = time.perf_counter() - self._start
             print(
-                f"{phase} epoch {epoch + 1}/{self.params['epochs']}: loss {logs.get('loss', float('nan')):.4f} "
+                f"finetune: {phase} epoch {epoch + 1}/{self.params['epochs']}: loss {logs.get('loss', float('nan')):.4f} "
                 f"accuracy {logs.get('accuracy', float('nan')):.4f} "
                 f"eval_loss {logs.get('val_loss', float('nan')):.4f} eval_accuracy {logs.get('val_accuracy', float('nan')):.4f} "
-                f"lr {_current_lr(self.model):.3g} {num_examples / seconds:.0f} images/s",
+                f"lr {_current_lr(self.model):.3g} ({seconds:.1f} s, {num_examples / seconds:.0f} images/s)",
                 flush=True,
             )
 
