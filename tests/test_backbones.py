@@ -68,10 +68,13 @@ def test_run_local_fills_the_settings_from_the_sidecar_and_names_a_conflict(back
     from pipelines.cli import main
 
     calls = []
-    monkeypatch.setattr(local, "run_local", lambda params, root, package_path=None, docker=None: calls.append(params) or
+    monkeypatch.setattr(local, "run_local", lambda params, root, package_path=None, docker=None, profile=None: calls.append(params) or
                         local.LocalRunResult("succeeded", True, "ok", 0.9, 0.9, None, root, None, 0.0))
     weights = backbone_weights[0]
-    base = ["run-local", "--data-uri", str(tmp_path), "--registry-uri", str(tmp_path / "reg"),
+    # Data the up-front check accepts (a class folder with a file), beside the pipeline root.
+    (tmp_path / "data" / "cat").mkdir(parents=True)
+    (tmp_path / "data" / "cat" / "a.png").write_bytes(b"png")
+    base = ["run-local", "--data-uri", str(tmp_path / "data"), "--registry-uri", str(tmp_path / "reg"),
             "--pipeline-root", str(tmp_path / "root"), "--base-weights", weights]
     assert main(base) == 0
     assert {k: calls[-1][k] for k in backbones.SETTINGS} == {"base_model": "mobilenet_v2", "width_multiplier": 0.35, "image_size": 48}

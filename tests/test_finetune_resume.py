@@ -117,7 +117,8 @@ def test_a_process_killed_between_the_phases_resumes_exactly(preprocessed, backb
     resumed = run_finetune_step(*args, settings)
     out = capsys.readouterr().out
     assert "finetune: head phase already complete" in out or "finetune: head phase: its last epoch was backed up after epoch 2 of 2" in out
-    assert [l.split(":")[0] for l in out.splitlines() if l.startswith(("head epoch", "fine_tune epoch"))] == ["fine_tune epoch 1/2", "fine_tune epoch 2/2"]
+    assert [l.split(":")[1].strip() for l in out.splitlines()
+            if l.startswith(("finetune: head epoch", "finetune: fine_tune epoch"))] == ["fine_tune epoch 1/2", "fine_tune epoch 2/2"]
     _assert_same_run(resumed, args[2], *reversed(straight))
 
 
