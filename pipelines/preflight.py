@@ -292,6 +292,11 @@ def check_base_model(settings: Any, image_size: int, to_host: Callable[[str], st
     unfreeze_named = settings.fine_tune_epochs > 0 and settings.unfreeze != "all"
     if not weights_file and not unfreeze_named:
         return
+    from components.step_logging import quiet_tensorflow
+
+    # Building the base model loads TensorFlow in the run-local process: under the same log
+    # level as the steps, so a healthy CPU run logs no cuInit error line from here either.
+    quiet_tensorflow("run-local")
     from components.finetune.model import base_layer_names, load_base_model
     from components.finetune.settings import select_unfrozen
 
