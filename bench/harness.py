@@ -44,7 +44,12 @@ class Result:
     """One row of the table (and of the JSON file).
 
     ``a`` and ``b`` are the samples of each side, in ``unit``; the row's values are their medians,
-    ``ratio`` is median(A) / median(B). ``status`` is ``ok``, ``pending`` (the product function
+    ``ratio`` is median(A) / median(B), or, for a ``paired`` row (one whose repetitions are
+    interleaved pairs decided pair by pair: A's i-th sample with B's i-th), the median of the
+    pairs' A/B. With three pairs and one disturbed run, the ratio of the medians mixes samples of
+    different pairs (A 81.6 / 62.8 / 55.5 s, B 50.0 / 60.5 / 51.6 s: 62.8 / 51.6 = 1.22, although
+    the pairs read 1.63, 1.04, 1.08); the median of the pairs' ratios is the verdict of the majority
+    of pairs. ``status`` is ``ok``, ``pending`` (the product function
     the row needs does not exist yet) or ``error``. ``details``: what the notes were derived from
     (JSON-serializable, e.g. each run's per-step timings), kept in the JSON file only.
     """
@@ -60,9 +65,14 @@ class Result:
     status: str = "ok"
     seconds: float = 0.0
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    paired: bool = False
 
     @property
     def ratio(self) -> float | None:
+        if self.paired:
+            if not self.a or len(self.a) != len(self.b) or 0 in self.b:
+                return None
+            return statistics.median(x / y for x, y in zip(self.a, self.b))
         if not self.a or not self.b or statistics.median(self.b) == 0:
             return None
         return statistics.median(self.a) / statistics.median(self.b)
@@ -78,7 +88,7 @@ class Result:
         return {
             "name": self.name, "compared": self.compared, "unit": self.unit, "status": self.status,
             "a": spread(self.a), "b": spread(self.b), "a_samples": self.a, "b_samples": self.b,
-            "ratio": self.ratio, "goal": str(self.goal), "passed": self.passed,
+            "ratio": self.ratio, "paired": self.paired, "goal": str(self.goal), "passed": self.passed,
             "repetitions": {"a": len(self.a), "b": len(self.b)}, "accuracy": self.accuracy or None,
             "notes": self.notes, "seconds": round(self.seconds, 1), "details": self.details,
         }

@@ -204,4 +204,5 @@ def pipeline_overhead(ctx: Context) -> Result:
                f"{extra:+.1f} s (median of the pairs); fine-tune phase A {fine_tune[0]:.1f} s / B {fine_tune[1]:.1f} s. "
                f"Per step, kfp.local task vs the same call in one process (medians): {_breakdown_text(parts)}."),
         details={"kfp": s["kfp"], "direct": s["direct"]},
+        paired=True,  # the pairs decide (the third breaks a tie): A/B is the median of the pairs' ratios
     )

@@ -48,7 +48,7 @@ def table_rows(results: list[Result]) -> list[list[str]]:
         out.append([
             r.name, r.compared, r.unit, _value(r.a), _value(r.b),
             "" if r.ratio is None else f"{r.ratio:.3g}", str(r.goal), verdict,
-            f"{len(r.a)}/{len(r.b)}", spread_text(r.a), spread_text(r.b), r.accuracy,
+            f"{len(r.a)}/{len(r.b)}" + (" pairs" if r.paired else ""), spread_text(r.a), spread_text(r.b), r.accuracy,
         ])
     return out
 
@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         if r.notes:
             print(f"- {r.name}: {r.notes}")
     print(f"\n{len(results)} rows in {total:.0f} s ({'quick' if args.quick else 'full'} repetitions) on "
-          f"{os.cpu_count()} CPU(s); A/B is the ratio of the medians.")
+          f"{os.cpu_count()} CPU(s); A/B is the ratio of the medians "
+          f"(of rows decided pair by pair, marked 'pairs' in reps A/B: the median of the pairs' A/B).")
 
     os.makedirs(args.results_dir, exist_ok=True)
     path = os.path.join(args.results_dir, f"bench-{stamp}.json")

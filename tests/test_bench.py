@@ -155,11 +155,25 @@ def _pipeline_row_with_pairs(tmp_path, monkeypatch, kfp_seconds: list[float], qu
     return result, len(result.a)
 
 
+def test_a_paired_row_is_decided_by_the_median_of_its_pairs_ratios():
+    """Regression (make bench of 2026-12-05): pipeline_overhead's pairs read 1.633, 1.038, 1.075
+    (2 of 3 under the 1.15 goal, the third pair added to break the tie), but the ratio of the
+    medians, 62.8 / 51.6, read 1.217 and failed the row: it mixed samples of different pairs."""
+    from bench.harness import Goal, Result
+
+    a, b = [81.6, 62.8, 55.5], [50.0, 60.5, 51.6]
+    paired = Result(name="r", compared="", unit="s", goal=Goal("<=", 1.15), a=a, b=b, paired=True)
+    assert round(paired.ratio, 3) == 1.076 and paired.passed is True
+    unpaired = Result(name="r", compared="", unit="s", goal=Goal("<=", 1.15), a=a, b=b)
+    assert round(unpaired.ratio, 3) == 1.217 and unpaired.passed is False
+    assert Result(name="r", compared="", unit="s", goal=Goal(), a=[1.0, 2.0], b=[1.0], paired=True).ratio is None
+
+
 def test_pipeline_overhead_adds_a_third_pair_only_when_the_first_two_disagree(tmp_path, monkeypatch):
     result, pairs = _pipeline_row_with_pairs(tmp_path, monkeypatch, [54.0, 55.0])
     assert pairs == 2 and result.passed is True
     assert "A/B of each pair: 1.080, 1.100 (range 1.080-1.100)" in result.notes
     result, pairs = _pipeline_row_with_pairs(tmp_path, monkeypatch, [54.0, 60.0, 59.0])
-    assert pairs == 3 and result.passed is False and round(result.ratio, 6) == 1.18
+    assert pairs == 3 and result.passed is False and round(result.ratio, 6) == 1.18 and result.paired
     assert len(result.details["kfp"]) == len(result.details["direct"]) == 3
     assert _pipeline_row_with_pairs(tmp_path, monkeypatch, [54.0], quick=True)[1] == 1
