@@ -77,3 +77,37 @@ def test_prepare_data_caches_when_train_and_eval_fit(preprocessed, monkeypatch):
     monkeypatch.setattr(ft_data, "MEMORY_CACHE_LIMIT_BYTES", (data.num_train + data.num_eval) * image_bytes)
     uncached = ft_data.prepare_data(preprocessed["examples"], preprocessed["transform"], settings, replicas=2)
     assert uncached.cache is False
+
+
+def test_records_whose_feature_map_is_written_in_another_order_read_the_same(tmp_path):
+    """Regression (new-user review, 2026-12-05): tf.Transform writes each record's feature map in
+    no fixed order, so two preprocess runs of the same images gave other record bytes, another
+    fingerprint ("the data differs") and other batches: a restart never resumed. The records are
+    read in a canonical byte form; their digest and their order no longer depend on it."""
+    import tensorflow as tf
+
+    from components.finetune.data import canonical_bytes, read_split
+
+    def example(**features):
+        return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+
+    def feature_maps(i):
+        image = tf.train.Feature(bytes_list=tf.train.BytesList(value=[f"pixels {i}".encode()]))
+        label = tf.train.Feature(bytes_list=tf.train.BytesList(value=[f"class {i % 2}".encode()]))
+        # Concatenated messages merge: the same Example with its two map entries in either order.
+        return example(image=image) + example(label=label), example(label=label) + example(image=image)
+
+    pairs = [feature_maps(i) for i in range(6)]
+    assert all(a != b and canonical_bytes(a) == canonical_bytes(b) for a, b in pairs)
+    read = {}
+    for which in (0, 1):
+        path = str(tmp_path / f"train-{which}.tfrecord")
+        with tf.io.TFRecordWriter(path) as writer:
+            for pair in pairs:
+                writer.write(pair[which])
+        for canonical in (True, False):
+            split = read_split([path], canonical)
+            read[which, canonical] = (split.digest, list(split.records.as_numpy_iterator()))
+    assert read[0, True] == read[1, True] and read[0, False][0] == read[1, False][0]
+    parsed = tf.train.Example.FromString(read[0, True][1][0])
+    assert sorted(parsed.features.feature) == ["image", "label"]

@@ -7,10 +7,11 @@ from ``first_epoch`` on, each epoch shuffled by ``phase seed * 1000 + epoch``; t
 epoch depends only on the seed and its number, so a run resumed at epoch e sees the batches an
 uninterrupted run would.
 
-The splits are read in a canonical order (records sorted by their SHA-256) when they fit the
-memory cache: Beam writes records in no fixed order (two preprocess runs of the same images gave
-two orders of the same records), and the shuffle permutes by position, so without it the same
-images would train in other batches after preprocess ran again. ``TrainingData.fingerprint``
+Every record is first put in a canonical byte form (``canonical_bytes``: tf.Transform writes the
+feature map in no fixed order). The splits are read in a canonical order (records sorted by their
+SHA-256) when they fit the memory cache: Beam writes records in no fixed order (two preprocess
+runs of the same images gave two orders of the same records), and the shuffle permutes by
+position, so without it the same images would train in other batches after preprocess ran again. ``TrainingData.fingerprint``
 hashes the records in the order training reads them.
 
 Decoded pixels stay in memory when the train and eval splits fit under
@@ -82,7 +83,8 @@ class SplitRecords:
     Attributes:
         records: A ``tf.data.Dataset`` of scalar tf.string records.
         count: How many records it yields.
-        digest: SHA-256 (hex) over the records' own SHA-256 digests, in that order.
+        digest: SHA-256 (hex) over the records' own SHA-256 digests (of ``canonical_bytes``), in
+            that order.
         canonical: Whether the order is canonical (sorted by SHA-256) rather than file order.
     """
 
@@ -90,6 +92,30 @@ class SplitRecords:
     count: int
     digest: str
     canonical: bool
+
+
+def canonical_bytes(record: bytes) -> bytes:
+    """One serialized ``tf.train.Example`` in a canonical byte form: parsed and serialized again
+    with protobuf's deterministic serialization, which writes map entries (the feature map) in key
+    order.
+
+    tf.Transform's coder writes the feature map in no fixed order: two preprocess runs of the same
+    images gave records with ``image`` and ``label`` in either order, so every record's bytes (and
+    with them the fingerprint and the canonical order) changed from run to run, and a restart never
+    resumed. The parsed example is the same, and so are these bytes.
+
+    Args:
+        record: A serialized ``tf.train.Example``.
+
+    Returns:
+        The same example's deterministic serialization.
+
+    Raises:
+        google.protobuf.message.DecodeError: ``record`` is not a serialized Example.
+    """
+    from tensorflow.core.example import example_pb2
+
+    return example_pb2.Example.FromString(record).SerializeToString(deterministic=True)
 
 
 def read_split(files: list[str], canonical: bool) -> SplitRecords:
@@ -108,6 +134,7 @@ def read_split(files: list[str], canonical: bool) -> SplitRecords:
 
     hashes, kept = [], []
     for record in tf.data.TFRecordDataset(files).as_numpy_iterator():
+        record = canonical_bytes(record)
         hashes.append(hashlib.sha256(record).digest())
         if canonical:
             kept.append((hashes[-1], record))
