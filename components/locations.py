@@ -71,7 +71,8 @@ def refuse_inside(outputs: Mapping[str, str], protected: Mapping[str, str]) -> N
 def check_run_outputs(
     params: Mapping[str, Any], outputs: Mapping[str, str] | None = None, resolve: Callable[[str], str] = str
 ) -> None:
-    """Refuses a run whose outputs lie inside its ``registry_uri`` or ``data_uri``.
+    """Refuses a run whose outputs lie inside its ``registry_uri`` or ``data_uri``, and a
+    ``registry_uri`` and ``data_uri`` that are one folder or lie one inside the other.
 
     Args:
         params: Pipeline parameters; ``checkpoint_dir`` is an output, ``registry_uri`` and
@@ -88,7 +89,17 @@ def check_run_outputs(
         found = str(params.get(name) or "")
         return resolve(found) if found and "://" not in found else found
 
+    registry, data = value("registry_uri"), value("data_uri")
+    # The registry is the run's own output: pushed versions inside the data become input files
+    # of the next run (unusable ones: "11 of 907 input files are unusable"), and a registry
+    # folder at the top of the data reads as a class.
+    refuse_inside({"registry_uri": registry}, {"data_uri": data})
+    if registry and data and is_inside(data, registry):
+        raise ValueError(
+            f"data_uri {data!r} lies inside the registry_uri {registry!r}: a push would write into "
+            "the folder the run reads its images from; keep the data and the registry apart"
+        )
     refuse_inside(
         {**(outputs or {}), "checkpoint_dir": value("checkpoint_dir")},
-        {"registry_uri": value("registry_uri"), "data_uri": value("data_uri")},
+        {"registry_uri": registry, "data_uri": data},
     )

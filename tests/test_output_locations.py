@@ -12,6 +12,7 @@ from components.locations import is_inside
 from components.registry import open_registry
 from pipelines.cli import main
 from test_registry import METADATA, make_source
+from reliability import snapshot as tree_snapshot
 from test_registry_gate import snapshot
 
 BLESSED = {**METADATA, "blessing": {"blessed": True, "reason": "test"}}
@@ -130,3 +131,31 @@ def test_outputs_beside_the_registry_and_the_data_pass_the_check(registry, tmp_p
     params = {"data_uri": str(tmp_path / "data"), "registry_uri": registry.root,
               "checkpoint_dir": str(tmp_path / "ckpt")}
     assert check_output_locations(params, str(tmp_path / "root"), str(tmp_path / "summary.json")) is None
+
+
+@pytest.mark.reliability("cli")
+@pytest.mark.parametrize("registry_at, data_at, message", [
+    ("data", "data", "registry_uri {registry!r} lies inside the data_uri {data!r}: a run must not change its own input "
+                     "data; choose a location outside it"),
+    ("data/registry", "data", "registry_uri {registry!r} lies inside the data_uri {data!r}: a run must not change its "
+                              "own input data; choose a location outside it"),
+    ("data/cat/registry", "data", "registry_uri {registry!r} lies inside the data_uri {data!r}: a run must not change "
+                                  "its own input data; choose a location outside it"),
+    ("wrap", "wrap/data", "data_uri {data!r} lies inside the registry_uri {registry!r}: a push would write into the "
+                          "folder the run reads its images from; keep the data and the registry apart"),
+], ids=["same-folder", "registry-in-data", "registry-in-a-class", "data-in-registry"])
+def test_run_local_refuses_a_registry_and_data_that_overlap(tmp_path, capsys, registry_at, data_at, message):
+    """Regression (new-user review, 2026-12-05): a registry inside the data was taken; the push
+    wrote the model into the images folder and every later run on it failed ("11 of 907 input
+    files are unusable"), or read ``registry`` as a class."""
+    data, registry = tmp_path / data_at, tmp_path / registry_at
+    (data / "cat").mkdir(parents=True)
+    (data / "dog").mkdir()
+    for label in ("cat", "dog"):
+        (data / label / "1.png").write_bytes(b"png")
+    before = tree_snapshot(str(tmp_path))
+    code = main(_run_local_argv(tmp_path, str(data), str(registry)))
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert err == "error: " + message.format(registry=str(registry), data=str(data)) + "\n"
+    assert tree_snapshot(str(tmp_path)) == before  # nothing created: no registry, no pipeline root
