@@ -238,8 +238,8 @@ def version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code (see ``pipelines.errors``: 1 for a failed
-    run, 2 for bad input, 3 for a run not pushed under ``--fail-if-not-pushed``, 141 when the
-    output's reader went away)."""
+    run, 2 for bad input, 3 for a run not pushed under ``--fail-if-not-pushed``, 130 when Ctrl-C stopped it, 141
+    when the output's reader went away)."""
     # TensorFlow's C++ start-up lines (CUDA probing on a machine without a GPU, oneDNN notes)
     # bury the one line a user needs; they stay available with TF_CPP_MIN_LOG_LEVEL=0.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -251,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except BrokenPipeError:
         return errors.quiet_broken_pipe()
+    except KeyboardInterrupt as e:
+        return errors.interrupted(e)
 
 
 if __name__ == "__main__":

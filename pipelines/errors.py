@@ -16,11 +16,14 @@ exception                                        exit  message
 ===============================================  ====  ==========================================
 
 A message is always printed as one line (``components.step_errors.one_line``: TensorFlow's
-multi-line graph errors keep the op's own message). Two more exit codes:
+multi-line graph errors keep the op's own message). Three more exit codes:
 
 * 3 (``EXIT_NOT_PUSHED``): ``run-local --fail-if-not-pushed`` ran the pipeline to its end but the
   model was not blessed, so nothing was pushed; cron and CI can tell it from a push (0) and from a
   failure (1, 2).
+* 130 (``EXIT_INTERRUPTED``, 128 + SIGINT): Ctrl-C stopped the command; one ``error: interrupted``
+  line, no traceback (``run-local`` names the step it stopped in and removes that step's partial
+  outputs).
 * 141 (``EXIT_BROKEN_PIPE``, 128 + SIGPIPE, what a shell reports for a command killed by SIGPIPE):
   the reader of the output went away (``kfp-finetune models describe ... | head``); nothing is
   printed, no traceback.
@@ -44,6 +47,8 @@ EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 # The run completed, but nothing was pushed (run-local --fail-if-not-pushed).
 EXIT_NOT_PUSHED = 3
+# Stopped by Ctrl-C: 128 + SIGINT (2), what a shell reports for a command killed by SIGINT.
+EXIT_INTERRUPTED = 130
 # The output's reader went away: 128 + SIGPIPE (13).
 EXIT_BROKEN_PIPE = 141
 
@@ -160,3 +165,14 @@ def quiet_broken_pipe() -> int:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     return EXIT_BROKEN_PIPE
+
+
+def interrupted(error: KeyboardInterrupt) -> int:
+    """Ends a command stopped by Ctrl-C with one ``error: interrupted[: <what it says>]`` line.
+
+    Returns:
+        ``EXIT_INTERRUPTED``.
+    """
+    detail = str(error)
+    print(f"error: interrupted{': ' + one_line(detail) if detail else ''}", file=sys.stderr)
+    return EXIT_INTERRUPTED

@@ -194,6 +194,39 @@ def check_output_locations(
     )
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """A local run stopped by Ctrl-C (SIGINT); ``str()`` is one line naming the step it stopped
+    in and where the finished steps' outputs are. ``run_dir`` as in :class:`PipelineRunError`."""
+
+    def __init__(self, message: str, run_dir: str | None = None) -> None:
+        super().__init__(message)
+        self.run_dir = run_dir
+
+
+# kfp.local writes this file into a task's folder when the task has finished (kfp 2.17.3,
+# kfp/local/executor_output_utils.py); a task folder without it holds a stopped step's partial outputs.
+EXECUTOR_OUTPUT_FILE = "executor_output.json"
+
+
+def remove_unfinished_tasks(run_dir: str) -> list[str]:
+    """Removes the folders of a run's tasks that did not finish (no ``executor_output.json``):
+    an interrupted step's partial outputs (a TensorBoard log, half an export) are no artifact.
+
+    Args:
+        run_dir: One run's folder under the pipeline root (``<pipeline>-<timestamp>``).
+
+    Returns:
+        The names of the tasks removed, sorted.
+    """
+    removed = []
+    for name in sorted(os.listdir(run_dir)):
+        task_dir = os.path.join(run_dir, name)
+        if os.path.isdir(task_dir) and not os.path.exists(os.path.join(task_dir, EXECUTOR_OUTPUT_FILE)):
+            shutil.rmtree(task_dir)
+            removed.append(name)
+    return removed
+
+
 def _remove_empty_folders(root: str) -> None:
     """Removes every folder under ``root`` (``root`` included) that holds no file at any depth."""
     for folder, _, _ in sorted(os.walk(root), key=lambda w: -w[0].count(os.sep)):
@@ -222,6 +255,7 @@ def run_local(
 
     Raises:
         PipelineRunError: a step failed; the message is ``step <name> failed: <Error>: <message>``.
+        RunInterrupted: Ctrl-C (SIGINT) stopped the run; the stopped step's folder is removed.
         ValueError: ``pipeline_root`` is a remote URI (kfp.local would write a local folder
             literally named ``gs:``: kfp 2.17.3 does not write to object storage), or it or
             ``checkpoint_dir`` lies inside the registry or the input data; under the
@@ -272,6 +306,19 @@ def run_local(
         os.environ[ERROR_FILE_ENV] = error_file  # inherited by the step subprocesses
         try:
             task = pipeline(**params)
+        except KeyboardInterrupt as e:
+            run_dir = _latest_run_dir(pipeline_root, before)
+            stopped = remove_unfinished_tasks(run_dir) if run_dir else []
+            for name in set(os.listdir(pipeline_root)) - before:
+                _remove_empty_folders(os.path.join(pipeline_root, name))
+            run_dir = run_dir if run_dir and os.path.isdir(run_dir) else None
+            raise RunInterrupted(
+                "the run stopped" + (f" in step {', '.join(stopped)} (its partial outputs removed)" if stopped else "")
+                + (f"; the finished steps' outputs are in {run_dir}" if run_dir else "")
+                + "; run the same command again to start over"
+                + (" (the training resumes from checkpoint_dir)" if params.get("checkpoint_dir") else ""),
+                run_dir,
+            ) from e
         except Exception as e:
             # kfp.local creates each task's output folders before it runs; a failed task's stay
             # empty. Leave only what was written.

@@ -170,3 +170,35 @@ def test_predict_reports_unreadable_files_and_classifies_the_rest(run, capsys, t
     assert rows[1]["file"] == image and rows[1]["label"] in classes
     assert rows[2] == {"file": str(tmp_path), "error": "is a folder, not an image file"}
     assert out.err.strip().splitlines()[-1] == "error: 2 of 3 file(s) could not be classified (see their 'error')"
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_training_ends_with_one_line_and_removes_the_stopped_step(tmp_path, digits_dir, backbone_weights):
+    """Regression (new-user review, 2026-12-05): Ctrl-C gave a 49-line KeyboardInterrupt traceback
+    from kfp.local and left the stopped finetune step's TensorBoard folder in the run. Now: exit
+    130, one ``error: interrupted`` line naming the step, its partial outputs removed, the finished
+    preprocess step's outputs kept, nothing in the registry."""
+    import signal
+    import time
+
+    args = _run_local_args(tmp_path, digits_dir, backbone_weights, str(tmp_path / "summary.json"))
+    args[args.index("--epochs") + 1] = "200"  # still training when the signal comes
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    seen, deadline = [], time.monotonic() + 600
+    for line in proc.stdout:
+        seen.append(line)
+        if "finetune: head epoch 2/" in line:
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole process group
+            break
+        assert time.monotonic() < deadline, "".join(seen[-20:])
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=120) == 130, rest[-3000:]
+    last = rest.strip().splitlines()[-1]
+    [run_dir] = [os.path.join(tmp_path / "root", d) for d in os.listdir(tmp_path / "root")]
+    assert last == (f"error: interrupted: the run stopped in step finetune (its partial outputs removed); the finished "
+                    f"steps' outputs are in {run_dir}; run the same command again to start over"), rest[-3000:]
+    assert "Traceback" not in rest
+    assert sorted(os.listdir(run_dir)) == ["preprocess"]
+    assert os.path.exists(os.path.join(run_dir, "preprocess", "executor_output.json"))
+    assert not os.path.exists(tmp_path / "registry" / "digits") and not os.path.exists(tmp_path / "summary.json")
