@@ -83,6 +83,7 @@ def _backbone_settings(arguments: dict[str, Any], docker: Any) -> dict[str, Any]
 def _run_local(args: argparse.Namespace) -> int:
     from components.image import COMPONENT_IMAGE
     from pipelines.local import PipelineRunError, check_output_locations, check_profile_locally, run_local
+    from pipelines.profile_apply import parameter_defaults
     from pipelines.profiles import load_profile
 
     arguments = params.params_from_args(args)
@@ -91,8 +92,11 @@ def _run_local(args: argparse.Namespace) -> int:
     if profile is not None:
         check_profile_locally(profile, docker)
     arguments = _backbone_settings(arguments, docker)
-    preflight.check_run(arguments, args.pipeline_root, args.summary,
-                        (lambda path: docker_runner.host_path(path, docker)) if docker else (lambda path: path))
+    # A profile with a GPU makes accelerator_count 1 the compiled default (profile_apply.parameter_defaults).
+    checked = {**(parameter_defaults(profile) if profile is not None and args.package is None else {}), **arguments}
+    preflight.check_run(checked, args.pipeline_root, args.summary,
+                        (lambda path: docker_runner.host_path(path, docker)) if docker else (lambda path: path),
+                        gpus=docker.gpus if docker else None)
     check_output_locations(arguments, args.pipeline_root, args.summary, docker)
     try:
         result = run_local(arguments, args.pipeline_root, package_path=args.package, docker=docker, profile=profile)

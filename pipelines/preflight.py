@@ -40,6 +40,7 @@ def check_run(
     pipeline_root: str | None = None,
     summary: str | None = None,
     to_host: Callable[[str], str] = lambda path: path,
+    gpus: int | None = None,
 ) -> None:
     """Checks a run's parameters and the places it reads and writes, before any step runs.
 
@@ -49,11 +50,14 @@ def check_run(
         summary: The ``--summary`` file, or None.
         to_host: Maps a local path parameter to the path on this machine (the Docker runner's
             mounts; identity for the subprocess runner).
+        gpus: GPUs the step containers get (the Docker runner's ``--gpus``; -1: all), or None
+            when the steps run on this machine and see its GPUs.
 
     Raises:
         ValueError: an invalid setting, a path that is a file where a folder is expected (or the
             reverse), an empty data folder or manifest, weights that do not fit the base model
-            (names the layer and both shapes), an ``unfreeze`` naming no layer of the base model.
+            (names the layer and both shapes), an ``unfreeze`` naming no layer of the base model,
+            an ``accelerator_count`` above the GPUs the steps will see (:func:`check_gpus`).
         FileNotFoundError: ``data_uri``, a bucket or a local weights file does not exist.
         PermissionError: a place the run writes to is not writable.
         TimeoutError: a storage endpoint did not answer (names the bucket).
@@ -76,6 +80,35 @@ def check_run(
     if finetune.checkpoint_dir and "://" not in finetune.checkpoint_dir:
         check_writable_folder("checkpoint_dir", to_host(finetune.checkpoint_dir))
     check_base_model(finetune, pre.image_size, to_host)
+    check_gpus(finetune.accelerator_count, gpus)
+
+
+def check_gpus(requested: int, gpus: int | None) -> None:
+    """Refuses a run whose finetune step asks for more GPUs than it will see, before any step
+    runs (the step itself fails only after preprocessing, and a profile's retries repeat that).
+
+    Args:
+        requested: The run's ``accelerator_count`` (0: CPU, never refused).
+        gpus: The Docker runner's ``--gpus`` (-1: all, not checked here: the step checks what it
+            sees), or None for the subprocess runner: the GPUs TensorFlow sees on this machine.
+
+    Raises:
+        ValueError: names the count asked for, the GPUs there are and the two ways out.
+    """
+    if requested <= 0 or gpus == -1:
+        return
+    if gpus is not None:
+        if gpus < requested:
+            raise ValueError(f"accelerator_count {requested}: the step containers get {gpus} GPU(s) (--gpus); "
+                             f"pass --gpus {requested}, or --accelerator-count 0 to train on the CPU")
+        return
+    import tensorflow as tf
+
+    visible = len(tf.config.list_physical_devices("GPU"))
+    if visible < requested:
+        raise ValueError(f"accelerator_count {requested}: the steps run on this machine, where TensorFlow sees {visible} "
+                         "GPU(s); pass --accelerator-count 0 to train on the CPU (a cluster profile with a GPU "
+                         "makes 1 the default), or run where the GPUs are")
 
 
 def check_writable_folder(name: str, path: str, expected: str = "expected a folder") -> None:

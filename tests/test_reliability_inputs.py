@@ -170,6 +170,11 @@ PARAMETERS = [
                  id="unfreeze-unknown-layer"),
     pytest.param(lambda w, t: w.run_local("--fine-tune-epochs", "1", "--unfreeze", "top:999"),
                  ("unfreeze top:999 asks for more layers than the base model has",), id="unfreeze-too-many-layers"),
+    # Regression (new-user review, 2026-12-05): refused only in the finetune step, after preprocessing
+    # (and, under a profile's retry policy, after about 8 minutes of retries).
+    pytest.param(lambda w, t: w.run_local("--accelerator-count", "64"),
+                 ("accelerator_count 64: the steps run on this machine, where TensorFlow sees", "--accelerator-count 0"),
+                 id="more-gpus-than-this-machine-has"),
     pytest.param(lambda w, t: w.run_local("--unfreeze", "bottom:3"), ("unfreeze 'bottom:3' must be 'all', 'top:N' (N >= 1) or 'from:LAYER_NAME'",),
                  id="unfreeze-bad-form"),
     pytest.param(lambda w, t: w.run_local(base_weights=_other_width_weights(t)),

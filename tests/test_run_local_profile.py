@@ -3,6 +3,7 @@ for (a volume claim, a Secret-mounted key) is refused before anything runs, nami
 the flag that fixes it."""
 
 import pytest
+from reliability import snapshot, world  # noqa: F401 - world is a fixture
 from test_cli import _fake_run_local
 
 from pipelines.cli import main
@@ -74,3 +75,35 @@ def test_run_local_takes_the_profiles_image_for_the_docker_runner_unless_given(t
     assert main([*argv, "--image", "other.example/kfp-finetune:4"]) == 0, capsys.readouterr().err
     assert [c["docker"].image for c in calls] == ["mirror.example/kfp-finetune:3", "other.example/kfp-finetune:4"]
     assert calls[0]["profile"] == load_profile(str(profile))
+
+
+def _gpus_here() -> int:
+    import tensorflow as tf
+
+    return len(tf.config.list_physical_devices("GPU"))
+
+
+def test_a_gpu_profile_on_a_machine_without_one_is_refused_up_front(world, capsys):
+    """Regression (new-user review, 2026-12-05): ``run-local --profile gke`` here ran preprocess,
+    then failed the finetune step four times over the profile's 60/120/240 s backoff (485 s)
+    before saying no GPU is visible. The profile's GPU makes accelerator_count 1 the default;
+    the up-front check refuses it in seconds, and ``--accelerator-count 0`` still runs."""
+    if _gpus_here():
+        pytest.skip("this machine has a GPU: the gke profile's request would be met")
+    before = snapshot(world.root)
+    code = main(world.run_local("--profile", "gke"))
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "error: accelerator_count 1: the steps run on this machine, where TensorFlow sees 0 GPU(s); pass "
+        "--accelerator-count 0 to train on the CPU (a cluster profile with a GPU makes 1 the default), or run where "
+        "the GPUs are\n")
+    assert snapshot(world.root) == before
+
+
+def test_the_docker_runner_needs_gpus_for_the_accelerator_count():
+    from pipelines.preflight import check_gpus
+
+    with pytest.raises(ValueError, match=r"^accelerator_count 2: the step containers get 1 GPU\(s\) \(--gpus\); pass --gpus 2, "
+                                         r"or --accelerator-count 0 to train on the CPU$"):
+        check_gpus(2, 1)
+    assert check_gpus(2, 2) is None and check_gpus(2, -1) is None and check_gpus(0, 0) is None
