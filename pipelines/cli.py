@@ -139,7 +139,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 @errors.command
 def _predict(args: argparse.Namespace) -> int:
+    from components.step_logging import quiet_tensorflow
     from pipelines.predict import predict
+
+    quiet_tensorflow("predict")  # no cuInit E-line on a CPU machine (components/step_logging.py)
 
     failed = 0
     for row in predict(args.files, args.model_dir, args.registry_uri, args.model, args.version, args.alias):

@@ -103,6 +103,9 @@ def pretrain_backbone(
     Returns:
         ``{"accuracy", "eval_accuracy"}`` of the source task (eval: a held-out fifth).
     """
+    from components.step_logging import quiet_tensorflow
+
+    quiet_tensorflow("demo")  # before the import below: TensorFlow's start-up lines filtered as in the steps
     import keras
     import numpy as np
     import tensorflow as tf

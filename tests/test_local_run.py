@@ -128,6 +128,25 @@ def test_predict_agrees_with_evaluate_on_the_test_split(run, capsys):
 
 
 @pytest.mark.slow
+def test_predict_in_its_own_process_logs_no_tensorflow_start_up_line(run):
+    """Regression (new-user review, 2026-12-05): ``predict`` printed TensorFlow's start-up notes
+    and the ``E... failed call to cuInit`` line of a CPU machine; the steps filtered them."""
+    from components.step_logging import LOG_LEVEL_ENV
+
+    work, summary = run
+    environment = {k: v for k, v in os.environ.items() if k not in (LOG_LEVEL_ENV, "TF_CPP_MIN_LOG_LEVEL")}
+    with open(os.path.join(summary["run_dir"], "preprocess", "examples", "manifest.jsonl")) as f:
+        image = next(r["uri"] for r in map(json.loads, f) if r.get("split") == "test")
+    proc = subprocess.run([sys.executable, "-m", "pipelines", "predict", "--registry-uri", str(work / "registry"),
+                           "--model", "digits", "--alias", "dev", image], capture_output=True, text=True, env=environment,
+                           timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout)["file"] == image
+    for noise in ("cuInit", "oneDNN custom operations", "Could not find cuda drivers", "absl::InitializeLog"):
+        assert noise not in proc.stderr + proc.stdout
+
+
+@pytest.mark.slow
 def test_failed_step_exits_nonzero_with_one_readable_line(tmp_path, capsys):
     from pipelines.demo import write_digit_images
 
