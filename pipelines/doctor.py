@@ -42,6 +42,7 @@ import urllib.request
 from typing import Any, Callable, Sequence
 
 from pipelines import errors
+from pipelines.kfp_api import host_url
 
 DISTRIBUTION = "kfp-finetune"
 HEALTH_PATH = "/apis/v2beta1/healthz"
@@ -310,7 +311,7 @@ def add_parser(sub: Any, default_pipeline_root: str) -> None:
     p = sub.add_parser("doctor", help="check Python, libraries, GPUs, Docker, a KFP host, GCS access and disk before a run")
     p.add_argument("--gpus", type=int, default=0, metavar="N", help="fail unless TensorFlow sees at least N GPUs (default: report only)")
     p.add_argument("--docker", action="store_true", help="fail unless a Docker daemon answers (for run-local --runner docker)")
-    p.add_argument("--host", metavar="URL", help="a KFP API to reach with its health call (e.g. http://localhost:8080)")
+    p.add_argument("--host", metavar="URL", type=host_url, help="a KFP API to reach with its health call (e.g. http://localhost:8080)")
     p.add_argument("--existing-token", metavar="TOKEN", help="bearer token for --host (default: $KFP_TOKEN)")
     p.add_argument("--registry-uri", metavar="URI", help="a gs://bucket/prefix whose credentials and access to check")
     p.add_argument("--pipeline-root", default=default_pipeline_root, metavar="DIR",

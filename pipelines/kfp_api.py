@@ -86,13 +86,32 @@ def utc_text(value: datetime.datetime | None) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def host_url(text: str) -> str:
+    """An argparse ``type`` for ``--host``: an ``http://`` or ``https://`` URL with a host.
+
+    Without a scheme, the KFP client silently tries ``https://`` (``localhost:8080`` then fails
+    with a TLS error against a plain-HTTP port-forward), so a bare ``host:port`` is refused.
+
+    Raises:
+        argparse.ArgumentTypeError: names the value and the expected form.
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a URL with a scheme: expected http://HOST[:PORT] or https://HOST[:PORT] "
+            "(e.g. http://localhost:8080)")
+    return text
+
+
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds ``--host`` (required), ``--namespace`` and ``--existing-token`` to a command.
 
     Args:
         parser: the command's parser; :func:`make_client` takes the parsed values.
     """
-    parser.add_argument("--host", required=True, help="KFP API base URL, e.g. http://localhost:8080")
+    parser.add_argument("--host", required=True, type=host_url, help="KFP API base URL, e.g. http://localhost:8080")
     parser.add_argument("--namespace", help="user namespace of a multi-user KFP deployment")
     parser.add_argument(
         "--existing-token",

@@ -33,6 +33,11 @@ CLI = [
     pytest.param(lambda w, t: ["compile", "--out", f"{t}/p.yaml"], ("unrecognized arguments: --out",), id="abbreviated-compile-flag"),
     # argparse quotes the choices up to Python 3.12 ('compile', 'run-local') and not from 3.13 on
     # (compile, run-local): the fragments hold for both (CI's test-py313 run caught the quoted form).
+    # Regression (new-user review, 2026-12-05): a host without a scheme was tried as https:// in silence.
+    pytest.param(lambda w, t: ["runs", "list", "--host", "localhost:8080"],
+                 ("argument --host: 'localhost:8080' is not a URL with a scheme: expected http://HOST[:PORT]",), id="host-without-scheme"),
+    pytest.param(lambda w, t: ["doctor", "--host", "localhost:8080"],
+                 ("argument --host: 'localhost:8080' is not a URL with a scheme",), id="doctor-host-without-scheme"),
     pytest.param(lambda w, t: ["retrain"], ("argument COMMAND: invalid choice: 'retrain'", "(choose from", "compile", "run-local", "predict"),
                  id="unknown-command"),
     pytest.param(lambda w, t: ["compile", "-o", f"{t}/p.yaml", "--image", "ghcr.io/Org/Image:1"],
