@@ -11,6 +11,7 @@ take the pipeline parameters alike (``pipelines.params``). No parser accepts an 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import sys
@@ -243,6 +244,25 @@ def version() -> str:
     return distribution_version("kfp-finetune")
 
 
+def _suggestion(parser: argparse.ArgumentParser, argv: list[str], unknown: list[str]) -> str:
+    """`` (did you mean --epochs?)`` for the first unknown ``--flag`` close to a flag of the
+    command it was given to (difflib's closest match, ratio 0.6 or more), else ``""``."""
+    leaf = parser
+    while True:  # down the sub-commands named in argv: kfp-finetune models list ...
+        actions = [a for a in leaf._actions if isinstance(a, argparse._SubParsersAction)]
+        named = next((a.choices[t] for a in actions for t in argv if t in a.choices), None)
+        if named is None:
+            break
+        leaf = named
+    options = [o for a in leaf._actions for o in a.option_strings if o.startswith("--")]
+    for flag in unknown:
+        if flag.startswith("--"):
+            close = difflib.get_close_matches(flag.split("=", 1)[0], options, n=1)
+            if close:
+                return f" (did you mean {close[0]}?)"
+    return ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code (see ``pipelines.errors``: 1 for a failed
     run, 2 for bad input, 3 for a run not pushed under ``--fail-if-not-pushed``, 130 when Ctrl-C stopped it, 141
@@ -251,7 +271,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # bury the one line a user needs; they stay available with TF_CPP_MIN_LOG_LEVEL=0.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}"
+                         + _suggestion(parser, list(sys.argv[1:] if argv is None else argv), unknown))
         code = args.func(args)
         # Flushed here, not at exit: a reader gone by now is caught below, not by the interpreter.
         sys.stdout.flush()

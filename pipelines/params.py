@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import os
 import re
@@ -182,9 +183,11 @@ def check_params(package: PipelinePackage, params: Mapping[str, Any]) -> dict[st
     for key, value in params.items():
         name = key.replace("-", "_")
         if name not in package.parameters:
+            close = difflib.get_close_matches(name, package.parameters, n=1)
             raise ValueError(
-                f"unknown pipeline parameter {key!r}; {package.name!r} takes: "
-                f"{', '.join(sorted(package.parameters)) or '(none)'}"
+                f"unknown pipeline parameter {key!r}"
+                + (f" (did you mean {close[0]!r}?)" if close else "")
+                + f"; {package.name!r} takes: {', '.join(sorted(package.parameters)) or '(none)'}"
             )
         checked[name] = _coerce(value, package.parameters[name])
     missing = sorted(p.name for p in package.parameters.values() if p.required and p.name not in checked)

@@ -123,7 +123,7 @@ def test_run_local_checks_a_package_against_its_own_parameters(tmp_path, monkeyp
     ("config", "message"),
     [
         ("data-uri: /d\nregistry_uri: /r\nepochz: 3\n",
-         "error: unknown pipeline parameter 'epochz'; 'kfp-finetune' takes: "),
+         "error: unknown pipeline parameter 'epochz' (did you mean 'epochs'?); 'kfp-finetune' takes: "),
         ("data-uri: /d\nepochs: 3\n", "error: missing required pipeline parameter(s): registry_uri\n"),
     ],
 )

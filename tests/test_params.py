@@ -172,7 +172,7 @@ def test_a_parameter_given_as_flag_and_param_is_refused(monkeypatch: pytest.Monk
         (["--data-uri", "/d", "--epochs", "three"], None,
          "parameter 'epochs' (NUMBER_INTEGER) must be an integer, got 'three'"),
         (["--data-uri", "/d", "--unfreeze", "maybe"], None, "parameter 'unfreeze' (BOOLEAN) must be true or false, got 'maybe'"),
-        ([], "data_uri: /d\nepochz: 3\n", "unknown pipeline parameter 'epochz'; 'tiny-finetune' takes: accelerator_count, "),
+        ([], "data_uri: /d\nepochz: 3\n", "unknown pipeline parameter 'epochz' (did you mean 'epochs'?); 'tiny-finetune' takes: accelerator_count, "),
         (["--epochs", "3"], "learning-rate: 0.1\n", "missing required pipeline parameter(s): data_uri"),
     ],
 )

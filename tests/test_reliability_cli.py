@@ -33,6 +33,11 @@ CLI = [
     pytest.param(lambda w, t: ["compile", "--out", f"{t}/p.yaml"], ("unrecognized arguments: --out",), id="abbreviated-compile-flag"),
     # argparse quotes the choices up to Python 3.12 ('compile', 'run-local') and not from 3.13 on
     # (compile, run-local): the fragments hold for both (CI's test-py313 run caught the quoted form).
+    # New-user review, 2026-12-05: a mistyped flag named no flag to use instead.
+    pytest.param(lambda w, t: w.run_local("--epoch", "3"),
+                 ("unrecognized arguments: --epoch 3 (did you mean --epochs?)", "see 'kfp-finetune --help'"), id="flag-typo"),
+    pytest.param(lambda w, t: ["models", "list", "--registry-uri", w.registry, "--jsn"],
+                 ("unrecognized arguments: --jsn (did you mean --json?)",), id="models-flag-typo"),
     # Regression (new-user review, 2026-12-05): a host without a scheme was tried as https:// in silence.
     pytest.param(lambda w, t: ["runs", "list", "--host", "localhost:8080"],
                  ("argument --host: 'localhost:8080' is not a URL with a scheme: expected http://HOST[:PORT]",), id="host-without-scheme"),

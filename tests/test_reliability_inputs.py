@@ -202,7 +202,7 @@ PARAMETERS = [
     pytest.param(lambda w, t: w.run_local("--config", f"{t}/none.yaml"), ("config file", "none.yaml' does not exist"), id="config-missing"),
     pytest.param(lambda w, t: w.run_local("--config", _yaml(t, "- epochs\n- 3\n")),
                  ("config file", "run.yaml' must be a YAML mapping of parameter names to values"), id="config-not-a-mapping"),
-    pytest.param(lambda w, t: w.run_local("--config", _yaml(t, "epocs: 3\n")), ("unknown pipeline parameter 'epocs'; 'kfp-finetune' takes:",),
+    pytest.param(lambda w, t: w.run_local("--config", _yaml(t, "epocs: 3\n")), ("unknown pipeline parameter 'epocs' (did you mean 'epochs'?); 'kfp-finetune' takes:",),
                  id="config-unknown-key"),
     pytest.param(lambda w, t: w.run_local("--config", _yaml(t, "fine_tune_epochs: 1\nfine-tune-epochs: 2\n")),
                  ("config file", "run.yaml' sets 'fine_tune_epochs' twice"), id="config-key-twice"),
