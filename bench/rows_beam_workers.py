@@ -25,7 +25,6 @@ import contextlib
 import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator
 
 from bench.harness import REPO_ROOT, Context, Goal, Result, row
@@ -76,19 +75,6 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _upload(bucket: str, folder: str, prefix: str) -> None:
-    from components.storage import gcs_client
-
-    client = gcs_client()
-    files = [os.path.join(r, n) for r, _, names in os.walk(folder) for n in names]
-
-    def one(path: str) -> None:
-        client.bucket(bucket).blob(f"{prefix}/{os.path.relpath(path, folder)}").upload_from_filename(path)
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(one, files))
-
-
 def _slice_dir(ctx: Context) -> str:
     """The first ``SLICE`` of the ``LARGE`` files: the same generator makes the same first files."""
     return jpeg_dir(ctx, SLICE)
@@ -98,7 +84,7 @@ def _measure(ctx: Context, image: str) -> dict[str, Any]:
     """Images/s of the in-process runner and of each worker count, once per bench run."""
     _tests_on_path()
     from beam_worker_pool import CONTAINER_CA_FILE, portable_args, worker_pool
-    from gcs_emulator import new_bucket, running_emulator
+    from gcs_emulator import new_bucket, running_emulator, upload_folder
     from gcs_front import GcsFront
 
     def run(data_uri: str, out: str, args: tuple[str, ...]) -> dict[str, Any]:
@@ -116,7 +102,7 @@ def _measure(ctx: Context, image: str) -> dict[str, Any]:
         try:
             with _environment(front.environment()):
                 bucket = new_bucket(url)
-                _upload(bucket, _slice_dir(ctx), "data")
+                upload_folder(bucket, _slice_dir(ctx), "data")
                 data_uri = f"gs://{bucket}/data"
                 measured = {"in_process": run(data_uri, f"gs://{bucket}/out-in-process", ())}
                 for n in WORKER_COUNTS:

@@ -129,3 +129,21 @@ def new_bucket(emulator_url: str) -> str:
 def gcs_registry_uri(gcs_emulator: str) -> str:
     """``gs://<fresh bucket>/registry`` on the emulator, empty."""
     return f"gs://{new_bucket(gcs_emulator)}/registry"
+
+
+def upload_folder(bucket: str, folder: str, prefix: str, threads: int = 8) -> int:
+    """Uploads every file under ``folder`` to ``gs://bucket/prefix/<relative path>`` through the
+    GCS client (``STORAGE_EMULATOR_HOST``), ``threads`` at a time; returns the number of files."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from components.storage import gcs_client
+
+    client = gcs_client()
+    files = [os.path.join(root, name) for root, _, names in os.walk(folder) for name in names]
+
+    def one(path: str) -> None:
+        client.bucket(bucket).blob(f"{prefix}/{os.path.relpath(path, folder)}").upload_from_filename(path)
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, files))
+    return len(files)

@@ -21,20 +21,13 @@ import sys
 import pytest
 
 from docker_daemon import cpu_image  # noqa: F401 (pytest fixture)
-from gcs_emulator import gcs_emulator, new_bucket  # noqa: F401 (pytest fixture)
+from gcs_emulator import gcs_emulator, new_bucket, upload_folder  # noqa: F401 (pytest fixture)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Any uid that is not the image's (10001) and not root, with gid 0 as OpenShift gives it.
 ARBITRARY_USER = "23456:0"
-
-
-def _upload_folder(client, bucket: str, folder: str, prefix: str) -> None:
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            client.bucket(bucket).blob(f"{prefix}/{os.path.relpath(path, folder)}").upload_from_filename(path)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +37,7 @@ def gcs_inputs(gcs_emulator, small_digits_dir, backbone_weights):  # noqa: F811 
 
     bucket = new_bucket(gcs_emulator)
     client = gcs_client()
-    _upload_folder(client, bucket, small_digits_dir, "data/digits")
+    upload_folder(bucket, small_digits_dir, "data/digits")
     client.bucket(bucket).blob("weights/backbone.weights.h5").upload_from_filename(backbone_weights[0])
     return f"gs://{bucket}/data/digits", f"gs://{bucket}/weights/backbone.weights.h5", bucket
 

@@ -20,7 +20,7 @@ import pytest
 
 from beam_worker_pool import CONTAINER_CA_FILE, logs, portable_args, worker_pool
 from docker_daemon import cpu_image  # noqa: F401 (pytest fixture)
-from gcs_emulator import gcs_emulator, new_bucket  # noqa: F401 (pytest fixture)
+from gcs_emulator import gcs_emulator, new_bucket, upload_folder  # noqa: F401 (pytest fixture)
 from gcs_front import GcsFront
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -45,16 +45,6 @@ def _objects(bucket: str, prefix: str) -> dict[str, int]:
     return {b.name[len(prefix) + 1:]: b.size for b in gcs_client().list_blobs(bucket, prefix=prefix + "/")}
 
 
-def _upload(bucket: str, folder: str, prefix: str) -> None:
-    from components.storage import gcs_client
-
-    client = gcs_client()
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            client.bucket(bucket).blob(f"{prefix}/{os.path.relpath(path, folder)}").upload_from_filename(path)
-
-
 def test_workers_in_their_own_container_write_the_artifact_uris_and_the_next_steps_train_from_them(
         cpu_image, front, gcs_emulator, small_digits_dir, backbone_weights, tmp_path):  # noqa: F811 (fixtures)
     from components.evaluate import EvaluateSettings, run_evaluate_step
@@ -63,7 +53,7 @@ def test_workers_in_their_own_container_write_the_artifact_uris_and_the_next_ste
     from components.storage import gcs_client
 
     bucket = new_bucket(gcs_emulator)
-    _upload(bucket, small_digits_dir, "data/digits")
+    upload_folder(bucket, small_digits_dir, "data/digits")
     task = "pipeline-root/run-1/preprocess"
     uris = {name: f"gs://{bucket}/{task}/{name}" for name in ("examples", "transform_graph", "statistics")}
     local = tmp_path / "step"  # the step's own folder: only the small Markdown report may land here
