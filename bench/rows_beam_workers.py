@@ -1,8 +1,8 @@
 """Rows of preprocess on a remote Beam runner: SDK workers in their own container.
 
 ``preprocess_sdk_workers_2`` and ``preprocess_sdk_workers_4`` run the step on Beam's portable
-runner (an embedded job service) whose 2 or 4 SDK workers come from a worker pool in the
-component image (``docker run --network host``, the tests' ``beam_worker_pool``), against the
+runner (the tests' ``beam_job_service``, a local job server) whose 2 or 4 SDK workers come from a
+worker pool in the component image (``docker run --network host``, the tests' ``beam_worker_pool``), against the
 in-process runner (Beam's FnApiRunner in the step's worker process), on the same files. Both
 sides read the images from ``gs://`` and write the artifacts to ``gs://`` (fake-gcs-server on
 127.0.0.1, reached through the tests' ``gcs_front``), so the runner is the only difference.
@@ -83,7 +83,7 @@ def _slice_dir(ctx: Context) -> str:
 def _measure(ctx: Context, image: str) -> dict[str, Any]:
     """Images/s of the in-process runner and of each worker count, once per bench run."""
     _tests_on_path()
-    from beam_worker_pool import CONTAINER_CA_FILE, portable_args, worker_pool
+    from beam_worker_pool import CONTAINER_CA_FILE, job_service, portable_args, worker_pool
     from gcs_emulator import new_bucket, running_emulator, upload_folder
     from gcs_front import GcsFront
 
@@ -101,13 +101,14 @@ def _measure(ctx: Context, image: str) -> dict[str, Any]:
         front = GcsFront(url, ctx.fresh_dir("gcs-front"))
         try:
             with _environment(front.environment()):
-                bucket = new_bucket(url)
+                bucket = new_bucket(front.url)
                 upload_folder(bucket, _slice_dir(ctx), "data")
                 data_uri = f"gs://{bucket}/data"
                 measured = {"in_process": run(data_uri, f"gs://{bucket}/out-in-process", ())}
                 for n in WORKER_COUNTS:
-                    with worker_pool(image, front.environment(CONTAINER_CA_FILE), front.ca_file) as (port, _):
-                        measured[f"workers_{n}"] = run(data_uri, f"gs://{bucket}/out-{n}", portable_args(port, n))
+                    with job_service() as job_port, \
+                            worker_pool(image, front.environment(CONTAINER_CA_FILE), front.ca_file) as (pool_port, _):
+                        measured[f"workers_{n}"] = run(data_uri, f"gs://{bucket}/out-{n}", portable_args(job_port, pool_port, n))
         finally:
             front.close()
     return measured

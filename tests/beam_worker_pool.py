@@ -1,6 +1,7 @@
 """Beam SDK workers in their own container: a worker pool in the component image.
 
-Beam's portable runners start SDK workers through a worker pool
+Beam's portable runners (here ``beam_job_service``, a job server as Flink's or Spark's is) start
+SDK workers through a worker pool
 (``apache_beam.runners.worker.worker_pool_main``) when the pipeline's environment is
 ``--environment_type=EXTERNAL --environment_config=<host>:<port>``: the runner asks the pool for
 each worker, and the pool starts ``sdk_worker_main`` processes beside itself. Here the pool runs
@@ -31,11 +32,49 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def portable_args(port: int, workers: int) -> tuple[str, ...]:
-    """Beam options for the portable runner with an embedded job service whose ``workers`` SDK
-    workers come from the pool on ``localhost:port``."""
-    return ("--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=EXTERNAL",
-            f"--environment_config=localhost:{port}", f"--direct_num_workers={workers}")
+def portable_args(job_port: int, pool_port: int, workers: int) -> tuple[str, ...]:
+    """Beam options for the portable runner: jobs go to the job service on ``localhost:job_port``
+    (``beam_job_service``), which runs them with ``workers`` SDK workers from the pool on
+    ``localhost:pool_port``."""
+    return ("--runner=PortableRunner", f"--job_endpoint=localhost:{job_port}", "--environment_type=EXTERNAL",
+            f"--environment_config=localhost:{pool_port}", f"--direct_num_workers={workers}")
+
+
+@contextlib.contextmanager
+def job_service() -> Iterator[int]:
+    """Runs ``beam_job_service`` in a child process of this Python while the block runs; yields its port.
+
+    Raises:
+        RuntimeError: it exited or did not listen within 60 s (with its output).
+    """
+    import sys
+    import tempfile
+
+    port = free_port()
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "beam_job_service.py")
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen([sys.executable, script, f"--port={port}"], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + _READY_TIMEOUT_S
+            while not _listening(port):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise RuntimeError(f"the Beam job service did not listen on port {port}: {log.read().decode()[-3000:]}")
+                time.sleep(0.2)
+            yield port
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @contextlib.contextmanager
@@ -78,9 +117,7 @@ def _wait_listening(name: str, port: int) -> None:
         state = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", name], capture_output=True, text=True)
         if state.stdout.strip() != "true":
             raise RuntimeError(f"the worker pool container {name} exited: {logs(name)[-3000:]}")
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.settimeout(0.5)
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
+        if _listening(port):
+            return
         time.sleep(0.2)
     raise RuntimeError(f"the worker pool {name} did not listen on port {port} within {_READY_TIMEOUT_S} s: {logs(name)[-3000:]}")

@@ -14,7 +14,14 @@ once. So the front:
   ``cryptography`` (``ca_file``: give it to clients as ``CURL_CA_BUNDLE``), and forwards each
   request to the emulator, rewriting the emulator's own URL in ``Location`` headers;
 * answers plain ``GET /computeMetadata/v1/...`` as a metadata server: project ``emulator``, a
-  service account, and a fixed bearer token (the emulator accepts any).
+  service account, and a fixed bearer token (the emulator accepts any);
+* relays every other plain request to the emulator (``STORAGE_EMULATOR_HOST`` points at the
+  front), and serves JSON-API batches (``POST /batch/storage/v1``) itself, one sub-request at a
+  time: fake-gcs-server has no batch endpoint, and Beam's GCS file system copies and deletes in
+  batches (its file sinks rename their temporary files that way);
+* answers ``GET /storage/v1/b/<bucket>/storageLayout`` (a flat namespace), which TensorFlow asks
+  before renaming a folder (tf.Transform publishes its transform graph that way) and
+  fake-gcs-server lacks.
 
 ``environment()`` is the set of variables a process (or a ``docker run --network host`` container)
 needs for both file systems to reach the emulator through the front.
@@ -26,12 +33,14 @@ import datetime
 import http.client
 import json
 import os
+import re
 import socket
 import ssl
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+_STORAGE_LAYOUT = re.compile(r"^/storage/v1/b/([^/]+)/storageLayout$")
 GOOGLE_HOSTS = ("storage.googleapis.com", "www.googleapis.com")
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
                "proxy-authorization", "proxy-authenticate"}
@@ -78,11 +87,104 @@ def make_certificate(folder: str) -> tuple[str, str]:
     return cert_path, key_path
 
 
-def _through_front(location: str, emulator_url: str, host: str) -> str:
-    """A ``Location`` the emulator wrote (its own URL, or ``http://<Google host>``) as ``https://<host>/...``."""
+def _read_body(handler: BaseHTTPRequestHandler) -> bytes:
+    if handler.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        chunks = []
+        while True:
+            size = int(handler.rfile.readline().split(b";")[0], 16)
+            if size == 0:
+                while handler.rfile.readline().strip():
+                    pass
+                return b"".join(chunks)
+            chunks.append(handler.rfile.read(size))
+            handler.rfile.readline()
+    return handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+
+
+def _send(emulator_url: str, method: str, path: str, headers: dict[str, str], body: bytes):
+    """One request to the emulator: ``(status, reason, headers, body)``."""
+    target = urllib.parse.urlsplit(emulator_url)
+    conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+    try:
+        if body or method in ("POST", "PUT", "PATCH"):
+            headers = {**headers, "Content-Length": str(len(body))}
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.reason, response.getheaders(), response.read()
+    finally:
+        conn.close()
+
+
+def _batch(emulator_url: str, content_type: str, body: bytes) -> tuple[str, bytes]:
+    """A JSON-API batch (``POST /batch/storage/v1``, multipart/mixed of HTTP requests), which
+    fake-gcs-server lacks and Beam's GCS file system uses to copy and delete (its file sinks
+    rename their temporary files that way): each part sent on its own, answered in one
+    multipart/mixed response. Returns ``(content type, body)``."""
+    import email.parser
+
+    message = email.parser.BytesParser().parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+    boundary = "batch_front_boundary"
+    out = []
+    for part in message.get_payload():
+        inner = part.get_payload(decode=False)
+        inner = inner if isinstance(inner, str) else inner[0].as_string()
+        head, _, sub_body = inner.replace("\r\n", "\n").partition("\n\n")
+        request_line, *header_lines = head.strip("\n").split("\n")
+        method, path, _ = request_line.split(" ", 2)
+        headers = dict(line.split(": ", 1) for line in header_lines if ": " in line)
+        status, reason, resp_headers, data = _send(emulator_url, method, urllib.parse.urlsplit(path).path + (
+            "?" + urllib.parse.urlsplit(path).query if urllib.parse.urlsplit(path).query else ""),
+            {k: v for k, v in headers.items() if k.lower() != "content-length"}, sub_body.encode())
+        content_id = part.get("Content-ID", "").strip("<>")
+        kept = "".join(f"{k}: {v}\r\n" for k, v in resp_headers if k.lower() in ("content-type", "etag"))
+        out.append(f"--{boundary}\r\nContent-Type: application/http\r\nContent-ID: <response-{content_id}>\r\n\r\n"
+                   f"HTTP/1.1 {status} {reason}\r\n{kept}Content-Length: {len(data)}\r\n\r\n{data.decode()}\r\n")
+    out.append(f"--{boundary}--\r\n")
+    return f"multipart/mixed; boundary={boundary}", "".join(out).encode()
+
+
+def _relay(handler: BaseHTTPRequestHandler, front: "GcsFront", public: str) -> None:
+    """Forwards ``handler``'s request to the emulator and writes its answer back; ``Location``
+    headers point back at ``public`` (the front as the client sees it)."""
+    body = _read_body(handler)
+    layout = _STORAGE_LAYOUT.match(urllib.parse.urlsplit(handler.path).path) if handler.command == "GET" else None
+    if handler.command == "POST" and handler.path.startswith("/batch/"):
+        content_type, data = _batch(front.emulator_url, handler.headers.get("Content-Type", ""), body)
+        status, reason, headers = 200, "OK", [("Content-Type", content_type)]
+    elif layout:
+        # TensorFlow asks before renaming a folder (hierarchical namespace or not); fake-gcs-server
+        # has no such endpoint. The bucket's own answer decides 200 or 404.
+        status, reason, headers, data = _send(front.emulator_url, "GET", f"/storage/v1/b/{layout.group(1)}", {}, b"")
+        if status == 200:
+            data = json.dumps({"kind": "storage#storageLayout", "bucket": urllib.parse.unquote(layout.group(1)),
+                               "location": "US", "locationType": "multi-region",
+                               "hierarchicalNamespace": {"enabled": False}}).encode()
+            headers = [("Content-Type", "application/json")]
+    else:
+        # The Host header stays as sent: fake-gcs-server serves path-style downloads
+        # (GET /<bucket>/<object>, what TensorFlow reads with) only for its public host.
+        sent = {k: v for k, v in handler.headers.items() if k.lower() not in _HOP_BY_HOP | {"expect", "content-length"}}
+        status, reason, headers, data = _send(front.emulator_url, handler.command, handler.path, sent, body)
+    handler.send_response(status, reason)
+    for k, v in headers:
+        if k.lower() in _HOP_BY_HOP or k.lower() == "content-length":
+            continue
+        if k.lower() == "location":  # e.g. a resumable upload's session URL: back through the front
+            v = _through_front(v, front.emulator_url, public)
+        handler.send_header(k, v)
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(data)
+
+
+def _through_front(location: str, emulator_url: str, public: str) -> str:
+    """A ``Location`` the emulator wrote (its own URL, or ``http://<Google host>``) as a URL at
+    ``public`` (``https://<Google host>`` inside a tunnel, the front's own URL outside)."""
     parts = urllib.parse.urlsplit(location)
     if location.startswith(emulator_url) or (parts.scheme == "http" and parts.hostname in GOOGLE_HOSTS):
-        return urllib.parse.urlunsplit(("https", host.split(":")[0], parts.path, parts.query, parts.fragment))
+        base = urllib.parse.urlsplit(public)
+        return urllib.parse.urlunsplit((base.scheme, base.netloc, parts.path, parts.query, parts.fragment))
     return location
 
 
@@ -94,46 +196,9 @@ class _Forward(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # the emulator's own log is enough
         pass
 
-    def _body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0], 16)
-                if size == 0:
-                    while self.rfile.readline().strip():
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
     def _forward(self) -> None:
         front: GcsFront = self.server.front  # type: ignore[attr-defined]
-        body = self._body()
-        # The Host header stays Google's: fake-gcs-server serves path-style downloads
-        # (GET /<bucket>/<object>, what TensorFlow reads with) only for its public host.
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP | {"expect"}}
-        if body or self.command in ("POST", "PUT", "PATCH"):
-            headers["Content-Length"] = str(len(body))
-        target = urllib.parse.urlsplit(front.emulator_url)
-        conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
-        try:
-            conn.request(self.command, self.path, body=body, headers=headers)
-            response = conn.getresponse()
-            data = response.read()
-        finally:
-            conn.close()
-        self.send_response(response.status, response.reason)
-        for k, v in response.getheaders():
-            if k.lower() in _HOP_BY_HOP or k.lower() == "content-length":
-                continue
-            if k.lower() == "location":  # e.g. a resumable upload's session URL: back through the front
-                v = _through_front(v, front.emulator_url, self.headers.get("Host", GOOGLE_HOSTS[0]))
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        _relay(self, front, public=f"https://{self.headers.get('Host', GOOGLE_HOSTS[0]).split(':')[0]}")
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _forward
 
@@ -163,6 +228,9 @@ class _Front(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = urllib.parse.urlsplit(self.path).path
+        if not (path == "/" or path.startswith("/computeMetadata/")):
+            self._relay()
+            return
         content_type, text = _METADATA.get(path, ("text/plain", "ok" if path in ("/", "/computeMetadata/v1/") else None))
         body = (text or "not found").encode()
         self.send_response(200 if text is not None else 404)
@@ -171,6 +239,13 @@ class _Front(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _relay(self) -> None:
+        """The emulator's own API on this port (``STORAGE_EMULATOR_HOST`` points here), with batches."""
+        front: GcsFront = self.server.front  # type: ignore[attr-defined]
+        _relay(self, front, public=front.url)
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _relay
 
 
 class GcsFront:
@@ -190,6 +265,7 @@ class GcsFront:
         self._server.daemon_threads = True
         self._server.front = self  # type: ignore[attr-defined]
         self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="gcs-front", daemon=True)
         self._thread.start()
 
@@ -202,7 +278,7 @@ class GcsFront:
         """
         here = f"127.0.0.1:{self.port}"
         return {
-            "STORAGE_EMULATOR_HOST": self.emulator_url,
+            "STORAGE_EMULATOR_HOST": self.url,
             "HTTPS_PROXY": f"http://{here}",
             "https_proxy": f"http://{here}",
             "NO_PROXY": "127.0.0.1,localhost",

@@ -1,7 +1,8 @@
 """Preprocess on a remote Beam runner: SDK workers in their own container, sharing no disk with the step.
 
-Beam's portable runner (an embedded job service) starts its SDK workers through a worker pool
-that runs in the component image (``beam_worker_pool``: ``docker run --network host``, nothing
+Beam's portable runner sends the job to a job service (``beam_job_service``: Beam's local job
+server, as Flink's or Spark's job server would take it), which starts two SDK workers through a
+worker pool that runs in the component image (``beam_worker_pool``: ``docker run --network host``, nothing
 mounted but a certificate). Data and outputs are on ``gs://`` (fake-gcs-server on 127.0.0.1);
 TensorFlow's and Beam's file systems reach it through ``gcs_front`` (tf.io.gfile ignores
 ``STORAGE_EMULATOR_HOST``). The step must write its examples, transform graph and statistics to
@@ -18,7 +19,7 @@ import os
 
 import pytest
 
-from beam_worker_pool import CONTAINER_CA_FILE, logs, portable_args, worker_pool
+from beam_worker_pool import CONTAINER_CA_FILE, job_service, logs, portable_args, worker_pool
 from docker_daemon import cpu_image  # noqa: F401 (pytest fixture)
 from gcs_emulator import gcs_emulator, new_bucket, upload_folder  # noqa: F401 (pytest fixture)
 from gcs_front import GcsFront
@@ -52,16 +53,17 @@ def test_workers_in_their_own_container_write_the_artifact_uris_and_the_next_ste
     from components.preprocess import PreprocessSettings, run_preprocess_step
     from components.storage import gcs_client
 
-    bucket = new_bucket(gcs_emulator)
+    bucket = new_bucket(front.url)
     upload_folder(bucket, small_digits_dir, "data/digits")
     task = "pipeline-root/run-1/preprocess"
     uris = {name: f"gs://{bucket}/{task}/{name}" for name in ("examples", "transform_graph", "statistics")}
     local = tmp_path / "step"  # the step's own folder: only the small Markdown report may land here
     local.mkdir()
-    with worker_pool(cpu_image, front.environment(CONTAINER_CA_FILE), front.ca_file) as (port, pool):
+    with job_service() as job_port, \
+            worker_pool(cpu_image, front.environment(CONTAINER_CA_FILE), front.ca_file) as (pool_port, pool):
         settings = PreprocessSettings(
             data_uri=f"gs://{bucket}/data/digits", registry_uri="", model_name="digits", image_size=32,
-            base_model="mobilenet_v2", beam_pipeline_args=portable_args(port, workers=2),
+            base_model="mobilenet_v2", beam_pipeline_args=portable_args(job_port, pool_port, workers=2),
         )
         stats = run_preprocess_step(uris["examples"], uris["transform_graph"], uris["statistics"],
                                     str(local / "statistics.md"), settings)
@@ -70,7 +72,7 @@ def test_workers_in_their_own_container_write_the_artifact_uris_and_the_next_ste
     assert stats["num_images"] == 200 and stats["classes"] == CLASSES
     assert sum(sum(c.values()) for c in stats["class_counts"].values()) == 200
     # Two SDK workers were started in the container, and they did the work.
-    assert pool_log.count("Starting worker") >= 2 or pool_log.count("sdk_worker_main") >= 2, pool_log[-3000:]
+    assert pool_log.count("Starting worker with command") == 2, pool_log[-3000:]
     # Everything landed under the artifacts' URIs.
     examples = _objects(bucket, f"{task}/examples")
     assert {name.split("/")[0] for name in examples} == {"manifest.jsonl", "train", "eval", "test"}
