@@ -93,7 +93,9 @@ class PreprocessSettings:
         beam_pipeline_args: Apache Beam options, e.g. ``("--runner=DataflowRunner", ...)`` (a
             pipeline parameter gives them as one shell-quoted line);
             empty means Beam's in-process runner, with one worker process per core from
-            ``LOCAL_PARALLEL_MIN_FILES`` files on (``local_parallelism``).
+            ``LOCAL_PARALLEL_MIN_FILES`` files on (``local_parallelism``). A remote runner
+            (``components.beam_options.is_remote``) needs URI outputs and gets
+            ``--temp_location`` and ``--sdk_container_image`` defaults (docs/distributed-preprocessing.md).
     """
 
     data_uri: str = DATA_URI.field()
