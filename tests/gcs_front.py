@@ -36,7 +36,7 @@ import os
 import re
 import socket
 import ssl
-import threading
+import types
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -143,7 +143,7 @@ def _batch(emulator_url: str, content_type: str, body: bytes) -> tuple[str, byte
     return f"multipart/mixed; boundary={boundary}", "".join(out).encode()
 
 
-def _relay(handler: BaseHTTPRequestHandler, front: "GcsFront", public: str) -> None:
+def _relay(handler: BaseHTTPRequestHandler, front: types.SimpleNamespace, public: str) -> None:
     """Forwards ``handler``'s request to the emulator and writes its answer back; ``Location``
     headers point back at ``public`` (the front as the client sees it)."""
     body = _read_body(handler)
@@ -197,7 +197,7 @@ class _Forward(BaseHTTPRequestHandler):
         pass
 
     def _forward(self) -> None:
-        front: GcsFront = self.server.front  # type: ignore[attr-defined]
+        front = self.server.front  # type: ignore[attr-defined]
         _relay(self, front, public=f"https://{self.headers.get('Host', GOOGLE_HOSTS[0]).split(':')[0]}")
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _forward
@@ -242,32 +242,43 @@ class _Front(BaseHTTPRequestHandler):
 
     def _relay(self) -> None:
         """The emulator's own API on this port (``STORAGE_EMULATOR_HOST`` points here), with batches."""
-        front: GcsFront = self.server.front  # type: ignore[attr-defined]
+        front = self.server.front  # type: ignore[attr-defined]
         _relay(self, front, public=front.url)
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _relay
 
 
 class GcsFront:
-    """The front, serving on ``127.0.0.1:<port>`` in a thread until ``close()``.
+    """The front, serving on ``127.0.0.1:<port>`` from a child process until ``close()``.
+
+    Why a child process: TensorFlow holds Python's GIL through some of its C++ calls that read
+    gs:// (e.g. ``NewCheckpointReader`` when loading a SavedModel's variables); a front served by a
+    thread of the same process could then never answer, and the load would wait forever.
 
     Args:
         emulator_url: The GCS emulator, ``http://127.0.0.1:<port>``.
         folder: Where the certificate and key are written.
+
+    Raises:
+        RuntimeError: the child did not report its port within 30 s (with its output).
     """
 
     def __init__(self, emulator_url: str, folder: str) -> None:
+        import subprocess
+        import sys
+
         self.emulator_url = emulator_url.rstrip("/")
         self.ca_file, key_file = make_certificate(folder)
-        self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.tls.load_cert_chain(self.ca_file, key_file)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Front)
-        self._server.daemon_threads = True
-        self._server.front = self  # type: ignore[attr-defined]
-        self.port = self._server.server_address[1]
+        self._process = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), self.emulator_url, self.ca_file, key_file],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        line = self._process.stdout.readline().strip()
+        if not line.startswith("port "):
+            self._process.kill()
+            raise RuntimeError(f"the GCS front did not start: {line}{self._process.stdout.read()[-2000:]}")
+        self.port = int(line.split()[1])
         self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="gcs-front", daemon=True)
-        self._thread.start()
 
     def environment(self, ca_file: str | None = None) -> dict[str, str]:
         """Variables that point TensorFlow's and Beam's gs:// at the emulator through this front.
@@ -291,5 +302,27 @@ class GcsFront:
         }
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=5)
+        except Exception:  # noqa: BLE001 (it must go whatever the reason)
+            self._process.kill()
+            self._process.wait()
+
+
+def _serve(emulator_url: str, ca_file: str, key_file: str) -> None:
+    """The child process: serves until terminated, after printing ``port <n>``."""
+    front = types.SimpleNamespace(emulator_url=emulator_url, tls=ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    front.tls.load_cert_chain(ca_file, key_file)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Front)
+    server.daemon_threads = True
+    front.url = f"http://127.0.0.1:{server.server_address[1]}"
+    server.front = front  # type: ignore[attr-defined]
+    print(f"port {server.server_address[1]}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    import sys
+
+    _serve(*sys.argv[1:4])
