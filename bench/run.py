@@ -28,7 +28,7 @@ from tabulate import tabulate
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Importing a row module registers its rows; table order is this import order.
-from bench import rows_preprocess, rows_training, rows_pipeline  # noqa: F401
+from bench import rows_preprocess, rows_beam_workers, rows_training, rows_pipeline  # noqa: F401
 from bench.harness import REPO_ROOT, ROWS, Context, Goal, Result, fmt, spread_text
 
 HEADERS = ["row", "A vs B", "unit", "A", "B", "A/B", "goal", "result", "reps A/B",

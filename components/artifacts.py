@@ -5,7 +5,8 @@ file and folder names, the label vocabulary's name and escaping, and the serving
 names. Steps import this leaf module and never one another, so a step can be replaced (or run by
 another tool) as long as it keeps this layout.
 
-Layout of each artifact (``<folder>`` is the artifact's local ``.path``):
+Layout of each artifact (``<folder>`` is the artifact's local ``.path``, or for preprocess's
+artifacts under a remote Beam runner its ``.uri`` on object storage):
 
 * preprocess ``examples``: ``<folder>/<split>/*.tfrecord`` for each of ``SPLITS`` (records of
   ``tf.train.Example`` with ``IMAGE_KEY`` = encoded image bytes and ``LABEL_KEY`` = the class
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import glob
 import os
+import posixpath
 from typing import Any
 
 # --- examples and transform graph (preprocess -> finetune, evaluate) -----------------------------
@@ -98,7 +100,8 @@ def split_files(examples_dir: str, split: str) -> list[str]:
     """The TFRecord files of one split of an ``examples`` artifact, sorted by name.
 
     Args:
-        examples_dir: The ``examples`` artifact folder.
+        examples_dir: The ``examples`` artifact folder, or its URI (``gs://...``, read with
+            ``tf.io.gfile``) when a remote Beam runner wrote it.
         split: One of ``SPLITS``.
 
     Raises:
@@ -107,9 +110,16 @@ def split_files(examples_dir: str, split: str) -> list[str]:
     """
     if split not in SPLITS:
         raise ValueError(f"split {split!r} is not one of {', '.join(SPLITS)}")
-    files = sorted(glob.glob(os.path.join(examples_dir, split, f"*{EXAMPLES_SUFFIX}")))
+    if "://" in examples_dir:  # written by a remote Beam runner to the artifact's URI
+        import tensorflow as tf
+
+        folder = posixpath.join(examples_dir, split)
+        files = sorted(tf.io.gfile.glob(posixpath.join(folder, f"*{EXAMPLES_SUFFIX}")))
+    else:
+        folder = os.path.join(examples_dir, split)
+        files = sorted(glob.glob(os.path.join(folder, f"*{EXAMPLES_SUFFIX}")))
     if not files:
-        raise FileNotFoundError(f"no TFRecord file for split {split!r} in {os.path.join(examples_dir, split)!r}")
+        raise FileNotFoundError(f"no TFRecord file for split {split!r} in {folder!r}")
     return files
 
 

@@ -51,10 +51,13 @@ def preprocess(
     """Raw images -> split examples, tf.Transform graph, statistics (vs the champion's labels).
 
     The parameters are the fields of ``components.preprocess.PreprocessSettings`` (their help
-    and checks are there); the artifacts' layout is in ``components.artifacts``.
+    and checks are there); the artifacts' layout is in ``components.artifacts``. With a remote
+    Beam runner (``components.beam_options``) the outputs go to the artifacts' ``.uri``, else to
+    their ``.path``; the Markdown report is always local.
     """
     import time
 
+    from components.beam_options import is_remote
     from components.preprocess import PreprocessSettings, run_preprocess_step
     from components.settings import from_parameters
     from components.step_errors import reported
@@ -66,7 +69,10 @@ def preprocess(
         # which loads TensorFlow under the same settings.
         quiet_tensorflow("preprocess", load=False)
         settings = from_parameters(PreprocessSettings, locals())
-        stats = run_preprocess_step(examples.path, transform_graph.path, statistics.path, statistics_report.path, settings)
+        # A remote Beam runner's workers share no disk with this pod: they write the artifacts'
+        # object-storage URIs; in-process workers write the local paths KFP uploads afterwards.
+        out = (lambda a: a.uri) if is_remote(settings.beam_pipeline_args) else (lambda a: a.path)
+        stats = run_preprocess_step(out(examples), out(transform_graph), out(statistics), statistics_report.path, settings)
         examples.metadata.update(num_images=stats["num_images"], classes=stats["classes"], fingerprint=stats["fingerprint"])
         splits = ", ".join(f"{split} {sum(counts.values())}" for split, counts in stats["class_counts"].items())
         step_line("preprocess", f"{stats['num_images']} usable images of {len(stats['classes'])} classes ({splits}); "

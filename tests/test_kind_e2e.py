@@ -26,7 +26,8 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from test_container_e2e import _run_in_containers, cpu_image  # noqa: F401 (pytest fixture)
+from docker_daemon import cpu_image  # noqa: F401 (pytest fixture)
+from test_container_e2e import _run_in_containers
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLUSTER = os.environ.get("KFP_FINETUNE_CLUSTER", "kfp-finetune")

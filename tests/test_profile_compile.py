@@ -131,6 +131,8 @@ def test_every_setting_of_the_profile_is_in_the_compiled_yaml(compiled):
         env = dict(settings.env)
         if profile.gcs_credentials.mode == "secret" and step in STORAGE_STEPS:
             env["GOOGLE_APPLICATION_CREDENTIALS"] = profile.gcs_credentials.key_file
+        if step == "preprocess":  # a remote Beam runner's default SDK worker image: the step's own
+            env["KFP_FINETUNE_COMPONENT_IMAGE"] = container["image"]
         assert {e["name"]: e["value"] for e in container.get("env", [])} == env, step
         # Retries: KFP's policy on the task, durations in seconds.
         retry = tasks[TASK[step]].get("retryPolicy")
