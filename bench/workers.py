@@ -111,7 +111,8 @@ def tf_data(req: dict[str, Any]) -> dict[str, Any]:
 
 def direct_pipeline(req: dict[str, Any]) -> dict[str, Any]:
     """The four steps' entry points (``run_<step>_step``) called in this one process: the very
-    functions the KFP component bodies call, with the settings they build.
+    functions the KFP component bodies call, with the settings they build and the reports they
+    write (Markdown and HTML).
 
     Parameters are the pipeline's defaults (``pipelines.pipeline.PARAMETERS``) updated with
     ``req["params"]``, so this side trains exactly what the kfp.local side trains. ``seconds``
@@ -133,17 +134,24 @@ def direct_pipeline(req: dict[str, Any]) -> dict[str, Any]:
     steps: dict[str, float] = {"imports": time.perf_counter() - t0}
     pre, ft, ev, push = step_settings(p)
 
+    # Every report the component bodies write (components/kfp_components.py), HTML charts
+    # included: the two sides do the same work. (Until 2026-12-05 this side wrote neither the
+    # statistics report nor the training and evaluation HTML pages, and the row read 1.21.)
+    report = lambda name: os.path.join(req["out_dir"], name)  # noqa: E731
+
     t = time.perf_counter()
-    run_preprocess_step(folders["examples"], folders["transform"], folders["statistics"], None, pre)
+    run_preprocess_step(folders["examples"], folders["transform"], folders["statistics"], report("statistics.md"), pre)
     steps["preprocess"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    summary = run_finetune_step(folders["examples"], folders["transform"], folders["model"], ft)
+    summary = run_finetune_step(folders["examples"], folders["transform"], folders["model"], ft,
+                                report_path=report("training.md"), html_path=report("training.html"))
     steps["finetune"] = time.perf_counter() - t
 
     t = time.perf_counter()
     evaluation = os.path.join(req["out_dir"], "evaluation.json")
-    result = run_evaluate_step(folders["examples"], folders["model"], evaluation, os.path.join(req["out_dir"], "report.md"), ev)
+    result = run_evaluate_step(folders["examples"], folders["model"], evaluation, report("report.md"), ev,
+                               html_path=report("evaluation.html"))
     steps["evaluate"] = time.perf_counter() - t
 
     t = time.perf_counter()

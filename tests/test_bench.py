@@ -193,3 +193,33 @@ def test_sdk_worker_rows_are_in_the_bench_and_skip_naming_what_is_missing(tmp_pa
     assert ("image kfp-finetune/no-such-image:0 is not on the Docker daemon" in result.notes
             or "no Docker daemon answers" in result.notes), result.notes
     assert "1344 of the 10752 JPEGs" in result.compared
+
+
+def test_the_one_process_side_writes_every_report_the_component_bodies_write(tmp_path, monkeypatch):
+    """Regression (make bench of 2026-12-05): pipeline_overhead's one-process side wrote no
+    statistics report and no HTML pages, while the component bodies render them (matplotlib
+    charts): kfp.local read 1.21 partly for work the baseline skipped. The calls below are the
+    components' (components/kfp_components.py); each report path must be given."""
+    import components.evaluate
+    import components.finetune
+    import components.preprocess
+    import components.push
+    from bench import workers
+
+    calls = {}
+
+    def fake(step, result):
+        def run(*args, **kwargs):
+            calls[step] = (args, kwargs)
+            return result
+        return run
+
+    monkeypatch.setattr(components.preprocess, "run_preprocess_step", fake("preprocess", {}))
+    monkeypatch.setattr(components.finetune, "run_finetune_step", fake("finetune", {"phase_seconds": {}, "seconds": 1.0}))
+    monkeypatch.setattr(components.evaluate, "run_evaluate_step", fake("evaluate", {"blessed": False, "metrics": {"accuracy": 0.5}}))
+    monkeypatch.setattr(components.push, "run_push_step", fake("push", None))
+    workers.direct_pipeline({"out_dir": str(tmp_path), "params": {"data_uri": str(tmp_path), "registry_uri": str(tmp_path / "r")}})
+    assert calls["preprocess"][0][3] == str(tmp_path / "statistics.md")
+    assert calls["finetune"][1] == {"report_path": str(tmp_path / "training.md"), "html_path": str(tmp_path / "training.html")}
+    assert calls["evaluate"][0][3] == str(tmp_path / "report.md")
+    assert calls["evaluate"][1] == {"html_path": str(tmp_path / "evaluation.html")}
