@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from bench.workers import peak_rss_mib
 
 
@@ -223,3 +225,14 @@ def test_the_one_process_side_writes_every_report_the_component_bodies_write(tmp
     assert calls["finetune"][1] == {"report_path": str(tmp_path / "training.md"), "html_path": str(tmp_path / "training.html")}
     assert calls["evaluate"][0][3] == str(tmp_path / "report.md")
     assert calls["evaluate"][1] == {"html_path": str(tmp_path / "evaluation.html")}
+
+
+def test_the_sdk_worker_rows_take_the_files_asked_for_and_refuse_a_bad_count():
+    from bench.rows_beam_workers import slice_size
+    from bench.rows_preprocess import BIG, LARGE
+
+    assert slice_size({}) == BIG // 2 == 1344
+    assert slice_size({"KFP_FINETUNE_BENCH_BEAM_FILES": str(LARGE)}) == 10752
+    for bad in ("0", "10753", "many"):
+        with pytest.raises(ValueError, match=f"KFP_FINETUNE_BENCH_BEAM_FILES='{bad}': expected a number of files from 1 to 10752"):
+            slice_size({"KFP_FINETUNE_BENCH_BEAM_FILES": bad})
