@@ -19,6 +19,7 @@ docs/distributed-preprocessing.md gives the exact arguments for Dataflow, Flink 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import io
 import os
 import posixpath
@@ -73,15 +74,26 @@ def check_beam_args(beam_pipeline_args: tuple[str, ...]) -> None:
     """Parses ``beam_pipeline_args`` with Beam's own option parser before any work starts.
 
     Raises:
-        ValueError: an argument that is not an option (``--name=value`` or ``--name value``),
-            or a value Beam refuses (e.g. ``--direct_num_workers=abc``); the message names the
+        ValueError: a ``--runner`` Beam does not know by name (``StandardOptions.ALL_KNOWN_RUNNERS``;
+            a dotted class path is not checked), an argument that is not an option (``--name=value`` or
+            ``--name value``), or a value Beam refuses (e.g. ``--direct_num_workers=abc``); the message names the
             argument and gives Beam's own complaint instead of its usage text.
     """
     if not beam_pipeline_args:
         return  # nothing to parse, and no reason to import Beam (run-local checks in its own process)
-    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     args = list(beam_pipeline_args)
+    runner = runner_name(beam_pipeline_args)
+    # Beam resolves a short name through StandardOptions.ALL_KNOWN_RUNNERS (with or without
+    # "Runner", any case: apache_beam.runners.runner.create_runner) and imports a dotted path as
+    # written; any other name fails only when the pipeline runs.
+    known = sorted({path.rsplit(".", 1)[-1] for path in StandardOptions.ALL_KNOWN_RUNNERS})
+    if runner is not None and "." not in runner and not {runner.lower(), runner.lower() + "runner"} & {k.lower() for k in known}:
+        close = difflib.get_close_matches(runner, known, n=1, cutoff=0.75)
+        raise ValueError(f"beam_pipeline_args --runner={runner}: not a Beam runner"
+                         + (f" (did you mean {close[0]}?)" if close else "")
+                         + f"; expected one of {', '.join(known)}, or a dotted path to a runner class")
     for i, arg in enumerate(args):
         if not arg.startswith("--") and (i == 0 or not args[i - 1].startswith("--") or "=" in args[i - 1]):
             raise ValueError(f"beam_pipeline_args: {arg!r} is not an option; write --{arg.lstrip('-')}")

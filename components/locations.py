@@ -93,6 +93,9 @@ def check_run_outputs(
     # The registry is the run's own output: pushed versions inside the data become input files
     # of the next run (unusable ones: "11 of 907 input files are unusable"), and a registry
     # folder at the top of the data reads as a class.
+    if registry and data and _segments(registry) == _segments(data):
+        raise ValueError(f"registry_uri {registry!r} and data_uri {data!r} are the same folder: a push would write "
+                         "into the folder the run reads its images from; keep the data and the registry apart")
     refuse_inside({"registry_uri": registry}, {"data_uri": data})
     if registry and data and is_inside(data, registry):
         raise ValueError(

@@ -66,7 +66,12 @@ def _shell_words(value: Any) -> tuple[str, ...]:
     """``beam_pipeline_args`` as a pipeline parameter is one shell-quoted line; here, its words."""
     import shlex
 
-    return tuple(shlex.split(value)) if isinstance(value, str) else tuple(value)
+    if not isinstance(value, str):
+        return tuple(value)
+    try:
+        return tuple(shlex.split(value))
+    except ValueError as e:  # shlex: "No closing quotation", "No escaped character"
+        raise ValueError(f"beam_pipeline_args {value!r}: {e} (one shell-quoted line is expected)") from None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -244,9 +244,10 @@ def version() -> str:
     return distribution_version("kfp-finetune")
 
 
-def _suggestion(parser: argparse.ArgumentParser, argv: list[str], unknown: list[str]) -> str:
-    """`` (did you mean --epochs?)`` for the first unknown ``--flag`` close to a flag of the
-    command it was given to (difflib's closest match, ratio 0.6 or more), else ``""``."""
+def _suggestion(parser: argparse.ArgumentParser, argv: list[str], unknown: list[str]) -> tuple[argparse.ArgumentParser, str]:
+    """The (sub-)command's parser the unknown arguments were given to, and `` (did you mean
+    --epochs?)`` for the first unknown ``--flag`` close to one of its flags (difflib's closest
+    match, ratio 0.6 or more), else ``""``."""
     leaf = parser
     while True:  # down the sub-commands named in argv: kfp-finetune models list ...
         actions = [a for a in leaf._actions if isinstance(a, argparse._SubParsersAction)]
@@ -259,8 +260,8 @@ def _suggestion(parser: argparse.ArgumentParser, argv: list[str], unknown: list[
         if flag.startswith("--"):
             close = difflib.get_close_matches(flag.split("=", 1)[0], options, n=1)
             if close:
-                return f" (did you mean {close[0]}?)"
-    return ""
+                return leaf, f" (did you mean {close[0]}?)"
+    return leaf, ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -274,8 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser()
         args, unknown = parser.parse_known_args(argv)
         if unknown:
-            parser.error(f"unrecognized arguments: {' '.join(unknown)}"
-                         + _suggestion(parser, list(sys.argv[1:] if argv is None else argv), unknown))
+            leaf, hint = _suggestion(parser, list(sys.argv[1:] if argv is None else argv), unknown)
+            leaf.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
         code = args.func(args)
         # Flushed here, not at exit: a reader gone by now is caught below, not by the interpreter.
         sys.stdout.flush()

@@ -57,16 +57,25 @@ def check_run(
         ValueError: an invalid setting, a path that is a file where a folder is expected (or the
             reverse), an empty data folder or manifest, weights that do not fit the base model
             (names the layer and both shapes), an ``unfreeze`` naming no layer of the base model,
-            an ``accelerator_count`` above the GPUs the steps will see (:func:`check_gpus`).
+            an ``accelerator_count`` above the GPUs the steps will see (:func:`check_gpus`), a
+            remote Beam runner (its workers cannot write run-local's local artifacts).
         FileNotFoundError: ``data_uri``, a bucket or a local weights file does not exist.
         PermissionError: a place the run writes to is not writable.
         TimeoutError: a storage endpoint did not answer (names the bucket).
     """
     from components import preprocess
+    from components.beam_options import is_remote, runner_name
     from pipelines.local import step_settings
 
     pre, finetune, _, _ = step_settings(params)
     preprocess.check_beam_args(pre.beam_pipeline_args)
+    if pipeline_root is not None and is_remote(pre.beam_pipeline_args):
+        # Remote workers write the artifacts' object-storage URIs (components.beam_options);
+        # kfp.local's artifacts are local folders. Refused here, not after the run started.
+        raise ValueError(
+            f"beam_pipeline_args --runner={runner_name(pre.beam_pipeline_args)}: a remote runner's workers write "
+            "the artifacts on object storage, and run-local's artifacts are local folders; submit the run to a "
+            "cluster (kfp-finetune submit), or leave --runner out to preprocess in-process")
     if pipeline_root is not None:
         if "://" in pipeline_root:
             raise ValueError(f"--pipeline-root {pipeline_root!r} must be a local folder for run-local (kfp.local writes no object storage)")

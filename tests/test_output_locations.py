@@ -135,8 +135,8 @@ def test_outputs_beside_the_registry_and_the_data_pass_the_check(registry, tmp_p
 
 @pytest.mark.reliability("cli")
 @pytest.mark.parametrize("registry_at, data_at, message", [
-    ("data", "data", "registry_uri {registry!r} lies inside the data_uri {data!r}: a run must not change its own input "
-                     "data; choose a location outside it"),
+    ("data", "data", "registry_uri {registry!r} and data_uri {data!r} are the same folder: a push would write into the "
+                     "folder the run reads its images from; keep the data and the registry apart"),
     ("data/registry", "data", "registry_uri {registry!r} lies inside the data_uri {data!r}: a run must not change its "
                               "own input data; choose a location outside it"),
     ("data/cat/registry", "data", "registry_uri {registry!r} lies inside the data_uri {data!r}: a run must not change "

@@ -27,7 +27,7 @@ def _fifo(folder: str, name: str) -> str:
 
 CLI = [
     pytest.param(lambda w, t: ["run-local", "--data", w.data, "--registry-uri", w.registry],
-                 ("unrecognized arguments: --data", "see 'kfp-finetune --help'"), id="abbreviated-run-local-flag"),
+                 ("kfp-finetune run-local: unrecognized arguments: --data", "see 'kfp-finetune run-local --help'"), id="abbreviated-run-local-flag"),
     pytest.param(lambda w, t: ["models", "list", "--reg", w.registry],
                  ("kfp-finetune models list: the following arguments are required: --registry-uri",), id="abbreviated-models-flag"),
     pytest.param(lambda w, t: ["compile", "--out", f"{t}/p.yaml"], ("unrecognized arguments: --out",), id="abbreviated-compile-flag"),
@@ -35,9 +35,9 @@ CLI = [
     # (compile, run-local): the fragments hold for both (CI's test-py313 run caught the quoted form).
     # New-user review, 2026-12-05: a mistyped flag named no flag to use instead.
     pytest.param(lambda w, t: w.run_local("--epoch", "3"),
-                 ("unrecognized arguments: --epoch 3 (did you mean --epochs?)", "see 'kfp-finetune --help'"), id="flag-typo"),
+                 ("kfp-finetune run-local: unrecognized arguments: --epoch 3 (did you mean --epochs?)", "see 'kfp-finetune run-local --help'"), id="flag-typo"),
     pytest.param(lambda w, t: ["models", "list", "--registry-uri", w.registry, "--jsn"],
-                 ("unrecognized arguments: --jsn (did you mean --json?)",), id="models-flag-typo"),
+                 ("kfp-finetune models list: unrecognized arguments: --jsn (did you mean --json?)",), id="models-flag-typo"),
     # Regression (new-user review, 2026-12-05): a host without a scheme was tried as https:// in silence.
     pytest.param(lambda w, t: ["runs", "list", "--host", "localhost:8080"],
                  ("argument --host: 'localhost:8080' is not a URL with a scheme: expected http://HOST[:PORT]",), id="host-without-scheme"),

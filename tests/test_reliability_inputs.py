@@ -170,6 +170,17 @@ PARAMETERS = [
                  id="unfreeze-unknown-layer"),
     pytest.param(lambda w, t: w.run_local("--fine-tune-epochs", "1", "--unfreeze", "top:999"),
                  ("unfreeze top:999 asks for more layers than the base model has",), id="unfreeze-too-many-layers"),
+    # Regressions (second new-user review, 2026-12-05): a remote runner failed only inside the
+    # preprocess step (its advice, a gs:// pipeline root, run-local refuses); an unknown runner was
+    # taken for a remote one; an unbalanced quote gave "No closing quotation" without the value.
+    pytest.param(lambda w, t: w.run_local("--beam-pipeline-args=--runner=FlinkRunner"),
+                 ("beam_pipeline_args --runner=FlinkRunner: a remote runner's workers write the artifacts on object "
+                  "storage, and run-local's artifacts are local folders", "kfp-finetune submit"), id="remote-runner-in-run-local"),
+    pytest.param(lambda w, t: w.run_local("--beam-pipeline-args=--runner=FlinkRuner"),
+                 ("beam_pipeline_args --runner=FlinkRuner: not a Beam runner (did you mean FlinkRunner?)",), id="runner-typo"),
+    pytest.param(lambda w, t: w.run_local("--beam-pipeline-args=--runner='DataflowRunner"),
+                 ("beam_pipeline_args \"--runner='DataflowRunner\": No closing quotation (one shell-quoted line is expected)",),
+                 id="beam-args-unbalanced-quote"),
     # Regression (new-user review, 2026-12-05): refused only in the finetune step, after preprocessing
     # (and, under a profile's retry policy, after about 8 minutes of retries).
     pytest.param(lambda w, t: w.run_local("--accelerator-count", "64"),
