@@ -21,6 +21,8 @@ import time
 import uuid
 from collections.abc import Iterator
 
+from gcs_emulator import stop_process
+
 # Where a worker container sees the GCS front's certificate.
 CONTAINER_CA_FILE = "/etc/gcs-front/ca.pem"
 _READY_TIMEOUT_S = 60.0
@@ -63,12 +65,7 @@ def job_service() -> Iterator[int]:
                 time.sleep(0.2)
             yield port
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, 10)
 
 
 def _listening(port: int) -> bool:

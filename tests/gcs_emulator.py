@@ -66,12 +66,7 @@ def running_emulator() -> Iterator[str]:
             _wait_ready(process, url, log)
             yield url
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, 5)
 
 
 @pytest.fixture(scope="session")
@@ -147,3 +142,13 @@ def upload_folder(bucket: str, folder: str, prefix: str, threads: int = 8) -> in
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(one, files))
     return len(files)
+
+
+def stop_process(process: subprocess.Popen, timeout: float) -> None:
+    """Terminates ``process``, and kills it when it has not exited within ``timeout`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
