@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 
+import google.auth.compute_engine._metadata as gce_metadata
 import pytest
 
 from beam_worker_pool import CONTAINER_CA_FILE, job_service, logs, portable_args, worker_pool
@@ -35,6 +36,12 @@ def front(gcs_emulator, tmp_path_factory, monkeypatch):  # noqa: F811 (fixture)
     gcs_front = GcsFront(gcs_emulator, str(tmp_path_factory.mktemp("gcs-front")))
     for key, value in gcs_front.environment().items():
         monkeypatch.setenv(key, value)
+    # google-auth reads GCE_METADATA_HOST once, when google.auth.compute_engine._metadata is
+    # imported (google-auth 2.x, _metadata.py: _GCE_METADATA_HOST); in a whole test run another
+    # test has imported it before this fixture set the variable, and Beam's GCS client then asked
+    # metadata.google.internal for credentials (CI, 2026-12-05). The module is imported at the
+    # top of this file, so this order is the one every run tests.
+    monkeypatch.setattr(gce_metadata, "_GCE_METADATA_HOST", gcs_front.environment()["GCE_METADATA_HOST"])
     yield gcs_front
     gcs_front.close()
 
