@@ -32,9 +32,10 @@ from bench.harness import REPO_ROOT, Context, Goal, Result, row
 from bench.rows_preprocess import BASE_MODEL, BIG, IMAGE_SIZE, LARGE, jpeg_dir
 
 # Of the LARGE (10,752) files: 2,688 took 220 s for the three runs (measured here with other
-# work on the cores), more than the bench's 15 minutes leave; half of them.
-# KFP_FINETUNE_BENCH_BEAM_FILES=10752 measures the whole set (about 16 minutes for the three runs
-# at the rates measured here), outside make bench's budget.
+# work on the cores), more than the bench's 15 minutes leave; half of them. Measured on 2 quiet
+# cores, 2026-12-05: 1,344 files took 133 s (in-process 64 images/s, 2 workers 33, 4 workers 31);
+# KFP_FINETUNE_BENCH_BEAM_FILES=10752 took 468 s (85, 85, 88 images/s), outside make bench's
+# budget (the other rows take about 510 s).
 FILES_ENV = "KFP_FINETUNE_BENCH_BEAM_FILES"
 
 
