@@ -17,6 +17,7 @@ the *name* of a Kubernetes object belongs, whose text is never echoed.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.resources
 import os
 import types
@@ -227,7 +228,9 @@ def _mapping(value: Any, path: str, allowed: tuple[str, ...], required: tuple[st
         raise InvalidValue(path, f"expected a mapping with keys {', '.join(allowed)}; got {type(value).__name__}")
     for key in value:
         if key not in allowed:
-            raise InvalidValue(f"{path}.{key}" if path else str(key), f"unknown key; allowed here: {', '.join(allowed)}")
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise InvalidValue(f"{path}.{key}" if path else str(key), f"unknown key{hint}; allowed here: {', '.join(allowed)}")
     for key in required:
         if value.get(key) is None:
             raise InvalidValue(f"{path}.{key}" if path else key, "required")

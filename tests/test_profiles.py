@@ -66,12 +66,12 @@ def _refused(yaml_text: str) -> str:
 @pytest.mark.parametrize(
     "yaml_text, message",
     [
-        ("imagee: x\n", "profile p.yaml: imagee: unknown key; allowed here: image, gpu_image, image_pull_secrets, "
+        ("imagee: x\n", "profile p.yaml: imagee: unknown key (did you mean 'image'?); allowed here: image, gpu_image, image_pull_secrets, "
          "image_pull_policy, pipeline_root, service_account, gcs_credentials, volumes, steps"),
         ("steps:\n  train: {}\n", "profile p.yaml: steps.train: unknown key; allowed here: preprocess, finetune, "
          "evaluate, push, skip_push"),
         ("steps:\n  finetune:\n    resources: {memory: 4Gi}\n", "profile p.yaml: steps.finetune.resources.memory: "
-         "unknown key; allowed here: cpu_request, cpu_limit, memory_request, memory_limit"),
+         "unknown key (did you mean 'memory_limit'?); allowed here: cpu_request, cpu_limit, memory_request, memory_limit"),
         ("steps:\n  finetune:\n    timeout_seconds: 1h\n",
          "profile p.yaml: steps.finetune.timeout_seconds: expected an integer, got str"),
         ("steps:\n  finetune:\n    timeout_seconds: true\n",
