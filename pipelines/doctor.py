@@ -223,7 +223,7 @@ def check_kfp(host: str, token: str | None = None, timeout: float = DEFAULT_TIME
         return Check("kfp", "fail", f"{url} answered {e.code} {e.reason}", {"url": url, "status": e.code})
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
-        return Check("kfp", "fail", f"cannot reach {url}: {reason}", {"url": url})
+        return Check("kfp", "fail", f"cannot reach {url}: {reason}", {"url": url, "reachable": False})
     seconds = time.perf_counter() - started
     try:
         health = json.loads(body) if body.strip() else {}

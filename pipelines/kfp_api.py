@@ -34,6 +34,7 @@ def make_client(host: str, namespace: str | None, existing_token: str | None) ->
         A ``kfp.Client``.
 
     Raises:
+        KfpHostError: ``host`` does not answer, or not as a KFP API (see :func:`check_host`).
         urllib3.exceptions.HTTPError: the server could not be reached (the health probe).
         kfp_server_api.ApiException: the server refused the health probe.
     """
@@ -42,6 +43,10 @@ def make_client(host: str, namespace: str | None, existing_token: str | None) ->
     import kfp
 
     token = existing_token or os.environ.get(TOKEN_ENV) or None
+    # One health call of our own first: kfp.Client answers a host that is not a KFP API (an HTTP
+    # 404, an HTML page) with 5 attempts 5 s apart, a logged traceback each, then "Failed getting
+    # healthz endpoint after 5 attempts." without the URL.
+    check_host(host, token)
     kwargs: dict[str, Any] = {"host": host, "existing_token": token}
     if namespace:
         kwargs["namespace"] = namespace
@@ -49,6 +54,31 @@ def make_client(host: str, namespace: str | None, existing_token: str | None) ->
         # kfp.Client always warns that it needs a v2 backend; that is this module's premise.
         warnings.filterwarnings("ignore", message="This client only works with Kubeflow Pipeline", category=FutureWarning)
         return kfp.Client(**kwargs)
+
+
+class KfpHostError(ValueError):
+    """``--host`` does not answer, or answers but not as a KFP API (exit 2, one ``error:`` line)."""
+
+
+def check_host(host: str, token: str | None = None) -> None:
+    """Asks the API's health call once (``GET <host>/apis/v2beta1/healthz``, 10 s timeout).
+
+    Raises:
+        KfpHostError: ``cannot reach KFP at <host>: <reason>`` when nothing answers;
+            ``KFP at <host> ...: <what came back> ...`` when something answers that is not a KFP
+            API (an HTTP error, a body that is not JSON), with the services --host should name.
+    """
+    from pipelines.doctor import check_kfp
+
+    health = check_kfp(host, token)
+    if health.status == "ok":
+        return
+    if health.data.get("reachable") is False:
+        raise KfpHostError(f"cannot reach KFP at {host}: {health.detail.split(': ', 1)[-1]}")
+    raise KfpHostError(
+        f"KFP at {host} did not answer its health call: {health.detail}; --host must be the KFP API "
+        "(the ml-pipeline-ui service, or ml-pipeline itself, port-forwarded)"
+    )
 
 
 def ui_url(host: str, fragment: str) -> str:

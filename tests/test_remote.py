@@ -127,8 +127,9 @@ def test_token_from_env_at_call_time_and_argument_wins(kfp_server, package: str,
 def test_namespace_goes_to_the_experiment(kfp_server, package: str) -> None:
     fake, host = kfp_server
     remote.submit(host, package, {"data_uri": "/d"}, namespace="team-a")
-    # With a namespace kfp.Client skips the multi-user probe.
-    assert not fake.calls("GET", "/apis/v2beta1/healthz")
+    # With a namespace kfp.Client skips its multi-user probe: the one health call is our own
+    # check of --host (kfp_api.check_host), with the token.
+    assert len(fake.calls("GET", "/apis/v2beta1/healthz")) == 1
     assert fake.calls("GET", "/apis/v2beta1/experiments")[0]["query"]["namespace"] == ["team-a"]
     assert fake.calls("POST", "/apis/v2beta1/experiments")[0]["body"]["namespace"] == "team-a"
 

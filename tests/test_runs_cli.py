@@ -227,6 +227,44 @@ def test_unreachable_host(monkeypatch) -> None:
     assert err.startswith(f"error: cannot reach KFP at {host}: ") and err.count("\n") == 1
 
 
+@pytest.mark.reliability("cli")
+@pytest.mark.parametrize("command", [["schedules", "list"], ["runs", "get", "r1"], ["submit", "--data-uri", "gs://b/images", "--registry-uri", "gs://b/registry"]])
+def test_a_host_that_is_not_a_kfp_api_is_one_line_at_once(monkeypatch, tmp_path, command) -> None:
+    """A --host that answers 404 (here a plain file server) took kfp.Client 5 attempts 5 s apart,
+    with 226 lines of logged tracebacks, and ended in "Failed getting healthz endpoint after 5
+    attempts." without the URL."""
+    import http.server
+    import threading
+
+    asked = []
+
+    class FileServer(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(tmp_path), **kwargs)
+
+        def do_GET(self):
+            asked.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    monkeypatch.delenv("KFP_TOKEN", raising=False)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FileServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        code, out, err = _main([*command, "--host", host])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (code, out) == (2, "")
+    assert err == (f"error: KFP at {host} did not answer its health call: {host}/apis/v2beta1/healthz answered 404 "
+                   "File not found; --host must be the KFP API (the ml-pipeline-ui service, or ml-pipeline itself, "
+                   "port-forwarded)\n")
+    assert asked == ["/apis/v2beta1/healthz"]  # one health call, not kfp.Client's 5 attempts 5 s apart
+
+
 @pytest.mark.parametrize(
     ("value", "text"),
     [

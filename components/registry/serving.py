@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import logging
 import os
 import shutil
 import uuid
 
-from components.locations import refuse_inside
+from components.locations import is_inside, refuse_inside
 from components.registry.base import Registry
 from components.registry.errors import ServingExportError
 from components.registry.local import LocalRegistry
@@ -77,7 +78,11 @@ def export_to_serving_base(
 
     Raises:
         ValueError: Bad name, a ``keep`` that is not an int >= 1, a ``gs://`` (any URI) base path,
-            or a base path inside the registry (which would make the export remove versions).
+            a base path inside the registry (which would make the export remove versions) or holding
+            it, a base path that is a file.
+        ServingExportError: a numbered folder the export would remove (above N, or below it with
+            ``keep``) is not an export of ``model`` (no ``metadata.json`` naming it); checked before
+            anything is written.
         AliasNotFoundError: The alias was never set.
         VersionNotFoundError: The aliased version is not complete.
         CorruptMetadataError: The version's ``metadata.json`` is damaged.
@@ -96,10 +101,27 @@ def export_to_serving_base(
     if isinstance(registry, LocalRegistry):
         # Inside the registry the export would take versions for its own folders and remove them.
         refuse_inside({"serving base path": base_path}, {"registry": registry.uri})
+        # ... and a registry inside the base path could be one of the numbered folders it removes.
+        if is_inside(registry.uri, base_path):
+            raise ValueError(
+                f"the registry {registry.uri!r} lies inside the serving base path {base_path!r}: the export "
+                "removes numbered folders there; choose a base path that does not contain the registry"
+            )
+    base = os.path.abspath(base_path)
+    if os.path.exists(base) and not os.path.isdir(base):
+        raise ValueError(f"serving base path {base_path!r} is a file: expected a folder (TF Serving's --model_base_path)")
     found = registry.resolve(model, alias=alias)
     version = found.version
     expected = registry.get_metadata(model, version)
-    base = os.path.abspath(base_path)
+    # Only this model's own exports are removed: a numbered folder that holds anything else stops
+    # the export before it writes.
+    for n in _numbered(base) if os.path.isdir(base) else []:
+        removable = n > version or (n < version and keep is not None)
+        if removable and (other := _not_an_export(os.path.join(base, str(n)), model)):
+            raise ServingExportError(
+                f"serving base path {base} holds folder {n}, which is not an export of model {model!r} ({other}); "
+                "the export would remove it: move it away or use another base path"
+            )
     os.makedirs(base, exist_ok=True)
     target = os.path.join(base, str(version))
     copied = False
@@ -119,9 +141,7 @@ def export_to_serving_base(
                 shutil.rmtree(tmp)
     _check_exported(target, model, version, expected)
 
-    numbered = sorted(
-        int(n) for n in os.listdir(base) if VERSION_RE.fullmatch(n) and os.path.isdir(os.path.join(base, n))
-    )
+    numbered = _numbered(base)
     removed = [v for v in numbered if v > version]
     lower = [v for v in numbered if v < version]
     if keep is not None:
@@ -149,6 +169,25 @@ def _materialize(registry: Registry, model: str, version: int, dest: str) -> Non
                 shutil.copy2(os.path.join(dirpath, filename), os.path.join(dest, rel))
     else:
         registry.download_version(model, version, dest)
+
+
+def _numbered(base: str) -> list[int]:
+    """The numbered folders of a serving base path, ascending."""
+    return sorted(int(n) for n in os.listdir(base) if VERSION_RE.fullmatch(n) and os.path.isdir(os.path.join(base, n)))
+
+
+def _not_an_export(folder: str, model: str) -> str | None:
+    """None when ``folder`` holds an export of ``model`` (its ``metadata.json`` names it), else what it holds."""
+    try:
+        with open(os.path.join(folder, METADATA_FILE), "rb") as f:
+            got = json.loads(f.read())
+    except FileNotFoundError:
+        return "no metadata.json"
+    except (OSError, ValueError) as err:
+        return f"unreadable metadata.json: {err}"
+    if not isinstance(got, dict) or got.get("model") != model:
+        return f"metadata.json names model {got.get('model') if isinstance(got, dict) else None!r}"
+    return None
 
 
 def _check_exported(folder: str, model: str, version: int, expected: dict) -> None:
