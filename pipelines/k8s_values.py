@@ -50,12 +50,34 @@ class InvalidValue(Exception):
         self.path, self.problem = path, problem
 
 
+# Credentials recognizable by their own prefix (the issuers document them): GitHub tokens
+# (ghp_, gho_, ghu_, ghs_, ghr_, github_pat_), Hugging Face (hf_), AWS access key ids (AKIA, ASIA),
+# Google API keys (AIza), GitLab (glpat-), Slack (xox?-), OpenAI-style (sk-), and JWTs (eyJ...).
+_TOKEN_PREFIX = re.compile(r"^(gh[pousr]_[A-Za-z0-9]{20,}|github_pat_\w{20,}|hf_[A-Za-z0-9]{20,}|(AKIA|ASIA)[A-Z0-9]{16}"
+                           r"|AIza[\w-]{30,}|glpat-[\w-]{20,}|xox[abprs]-[\w-]{10,}|sk-[\w-]{20,}|eyJ[\w-]{10,}\.[\w-]+\.[\w-]*)$")
+# Variable names that say they hold a credential (whole '_'-separated words: TOKENIZERS_PARALLELISM is not one).
+_CREDENTIAL_WORDS = {"SECRET", "SECRETS", "PASSWORD", "PASSWD", "PASS", "TOKEN", "APIKEY", "CREDENTIAL", "CREDENTIALS"}
+_CREDENTIAL_PAIRS = {("API", "KEY"), ("ACCESS", "KEY"), ("PRIVATE", "KEY"), ("SECRET", "KEY"), ("AUTH", "KEY")}
+
+
+def _token_like(value: str) -> bool:
+    """A token by its prefix, or a long mixed-case run of base64/URL-safe characters with digits."""
+    return _TOKEN_PREFIX.match(value) is not None or (
+        len(value) >= 40 and re.fullmatch(r"[A-Za-z0-9+/=_.-]+", value) is not None
+        and any(c.isupper() for c in value) and any(c.isdigit() for c in value))
+
+
 def looks_like_secret_value(value: str) -> bool:
     """A JSON key file, a PEM block, a token: what belongs *inside* a Secret, not its name."""
-    token_like = (len(value) >= 40 and re.fullmatch(r"[A-Za-z0-9+/=_.-]+", value) is not None
-                  and any(c.isupper() for c in value) and any(c.isdigit() for c in value))
     return (any(marker in value for marker in ("\n", "{", "}", "-----BEGIN", "private_key"))
-            or len(value) > 253 or token_like)
+            or len(value) > 253 or _token_like(value))
+
+
+def names_a_credential(name: str) -> bool:
+    """Whether an environment variable's name says it holds a credential (``DB_PASSWORD``,
+    ``HF_TOKEN``, ``AWS_SECRET_ACCESS_KEY``, ``OPENAI_API_KEY``)."""
+    words = [w for w in re.split(r"[_.-]", name.upper()) if w]
+    return bool(_CREDENTIAL_WORDS.intersection(words)) or any(pair in _CREDENTIAL_PAIRS for pair in zip(words, words[1:]))
 
 
 def object_name(what: str) -> Check:
@@ -118,13 +140,24 @@ def check_env_name(value: str, path: str) -> None:
         raise InvalidValue(path, "not a valid environment variable name (letters, digits, '_', '-', '.'; not starting "
                            "with a digit)")
     if value == "GOOGLE_APPLICATION_CREDENTIALS":
-        raise InvalidValue(path, "set by gcs_credentials (mode: secret), which also mounts the key; do not set it here")
+        raise InvalidValue(path, "the profile sets it itself when it mounts a key: use gcs_credentials: {mode: secret, "
+                           "secret_name: NAME} (the Secret's key file is mounted and the variable points at it), or "
+                           "mode: workload_identity")
+
+
+_NO_CREDENTIALS = ("a profile is compiled into the pipeline in clear text, so it carries no credential: give the run "
+                   "an identity instead (service_account with Workload Identity or IRSA), or for GCS "
+                   "gcs_credentials: {mode: secret} (value not shown)")
 
 
 def check_env_value(value: str, path: str) -> None:
-    if any(marker in value for marker in ("\n", "-----BEGIN", "private_key")):
-        raise InvalidValue(path, "this looks like a credential; a profile is compiled into the pipeline in clear text: "
-                           "put it in a Kubernetes Secret (value not shown)")
+    """An environment variable's value (``path`` ends in its name): no credential, by its look or its name."""
+    name = path.rsplit(".", 1)[-1]
+    # By prefix only: a long path or URL of mixed case and digits is an ordinary value here.
+    if any(marker in value for marker in ("\n", "-----BEGIN", "private_key")) or _TOKEN_PREFIX.match(value):
+        raise InvalidValue(path, f"this looks like a credential; {_NO_CREDENTIALS}")
+    if value and names_a_credential(name):
+        raise InvalidValue(path, f"{name} names a credential; {_NO_CREDENTIALS}")
 
 
 def quantity_value(text: str) -> decimal.Decimal:

@@ -312,7 +312,8 @@ def _string_map(value: Any, path: str, key_check: Check, value_check: Check) -> 
         raise InvalidValue(path, f"expected a mapping of names to strings, got {type(value).__name__}")
     out = {}
     for name, text in value.items():
-        out[_string(name, f"{path}.{name}", key_check)] = _string(text, f"{path}.{name}", value_check)
+        key = _string(name, f"{path}.{name}", key_check)  # the name first: its message is the more telling
+        out[key] = _string(text, f"{path}.{name}", value_check)
     return types.MappingProxyType(out)
 
 

@@ -130,8 +130,9 @@ def _refused(yaml_text: str) -> str:
         ("steps:\n  finetune:\n    retry: {num_retries: 2, backoff_duration: 2h, backoff_max_duration: 1h}\n",
          "profile p.yaml: steps.finetune.retry.backoff_max_duration: must not be shorter than backoff_duration"),
         ("steps:\n  finetune:\n    env: {GOOGLE_APPLICATION_CREDENTIALS: /k.json}\n",
-         "profile p.yaml: steps.finetune.env.GOOGLE_APPLICATION_CREDENTIALS: set by gcs_credentials (mode: secret), which "
-         "also mounts the key; do not set it here"),
+         "profile p.yaml: steps.finetune.env.GOOGLE_APPLICATION_CREDENTIALS: the profile sets it itself when it mounts "
+         "a key: use gcs_credentials: {mode: secret, secret_name: NAME} (the Secret's key file is mounted and the "
+         "variable points at it), or mode: workload_identity"),
         ("pipeline_root: /data/pipeline-root\n", "profile p.yaml: pipeline_root: '/data/pipeline-root' must be an "
          "object-store URI the cluster writes to (gs://, s3://, minio://); a local path exists in no pod"),
         ("image: Not An Image\n",
@@ -169,11 +170,56 @@ def test_a_secret_value_where_a_name_belongs_is_refused_without_echoing_it(yaml_
         assert fragment not in message
 
 
+NO_CREDENTIALS = ("a profile is compiled into the pipeline in clear text, so it carries no credential: give the run "
+                  "an identity instead (service_account with Workload Identity or IRSA), or for GCS "
+                  "gcs_credentials: {mode: secret} (value not shown)")
+
+
 def test_a_credential_in_an_environment_variable_is_refused_without_echoing_it():
     text = "steps:\n  push:\n    env:\n      GCS_KEY: '" + PEM.replace("\n", "\n\n") + "'\n"
     message = _refused(text)
-    assert message == ("profile p.yaml: steps.push.env.GCS_KEY: this looks like a credential; a profile is compiled into "
-                       "the pipeline in clear text: put it in a Kubernetes Secret (value not shown)")
+    assert message == f"profile p.yaml: steps.push.env.GCS_KEY: this looks like a credential; {NO_CREDENTIALS}"
+
+
+# Example credentials in the issuers' documented shapes (AWS's own documentation example key).
+@pytest.mark.reliability("security")
+@pytest.mark.parametrize("name, value, why", [
+    ("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "AWS_SECRET_ACCESS_KEY names a credential"),
+    ("HF_TOKEN", "hf_abcdefghijklmnopqrstuvwxyz012345", "this looks like a credential"),
+    ("GH", "ghp_abcdefghijklmnopqrstuvwxyz0123456789", "this looks like a credential"),
+    ("DB_PASSWORD", "hunter2hunter2", "DB_PASSWORD names a credential"),
+    ("OPENAI_API_KEY", "x", "OPENAI_API_KEY names a credential"),
+    ("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE", "this looks like a credential"),
+])
+def test_credentials_by_name_or_by_issuer_prefix_are_refused_in_env(name, value, why):
+    """These compiled into the YAML in clear text (review: the AWS key at line 595)."""
+    message = _refused(f"steps:\n  finetune:\n    env:\n      {name}: '{value}'\n")
+    assert message == f"profile p.yaml: steps.finetune.env.{name}: {why}; {NO_CREDENTIALS}"
+    assert value not in message or value == "x"
+
+
+@pytest.mark.parametrize("name, value", [
+    ("TOKENIZERS_PARALLELISM", "false"),
+    ("DATA_DIR", "/mnt/kfp-finetune/data/Flowers2024/train_images_v2/Part7"),
+    ("KFP_FINETUNE_TF_LOG_LEVEL", "0"),
+    ("PASSWORD_FILE_HINT_DISABLED", ""),
+])
+def test_ordinary_environment_variables_pass(name, value):
+    profile = parse_profile(f"steps:\n  finetune:\n    env:\n      {name}: '{value}'\n", "p.yaml")
+    assert dict(profile.steps["finetune"].env) == {name: value}
+
+
+@pytest.mark.reliability("security")
+@pytest.mark.parametrize("yaml_text, key", [
+    ("service_account: ghp_abcdefghijklmnopqrstuvwxyz0123456789\n", "service_account"),
+    ("image_pull_secrets: [ghp_abcdefghijklmnopqrstuvwxyz0123456789]\n", "image_pull_secrets[0]"),
+])
+def test_a_lower_case_token_where_a_name_belongs_is_not_echoed(yaml_text, key):
+    """A GitHub token is all lower case and digits after its prefix: it passed as a name-shaped
+    value and was echoed in the 'not a valid name' error."""
+    message = _refused(yaml_text)
+    assert message.startswith(f"profile p.yaml: {key}: this looks like a secret's value")
+    assert "abcdefghij" not in message and message.endswith("(value not shown)")
 
 
 def test_run_paths_must_lie_on_a_volume_of_the_steps_that_use_them():
