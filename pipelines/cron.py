@@ -237,10 +237,11 @@ def next_fire_times(
         ``count`` timezone-aware UTC datetimes, increasing.
 
     Raises:
-        ValueError: the expression is invalid (see :func:`normalize_cron`), or ``count`` < 1.
+        ValueError: the expression is invalid (see :func:`normalize_cron`), never fires (31
+            February), or ``count`` < 1.
     """
     # Imported here: only schedule needs it, and every command imports this module.
-    from croniter import croniter
+    from croniter import CroniterBadDateError, croniter
 
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
@@ -259,4 +260,10 @@ def next_fire_times(
     fields[3] = _robfig_day_field(fields[3])
     fields[5] = _robfig_day_field(fields[5])
     schedule = croniter(" ".join(fields), start, second_at_beginning=True, day_or=True)
-    return [schedule.get_next(datetime.datetime) for _ in range(count)]
+    try:
+        return [schedule.get_next(datetime.datetime) for _ in range(count)]
+    except CroniterBadDateError:
+        # croniter gives up after its search window (about 50 years): a date that never comes,
+        # such as 31 February, which robfig's grammar accepts and KFP would schedule for ever.
+        raise ValueError(f"invalid cron expression {expr!r}: it never fires (no such date, e.g. day 31 of a "
+                         "30-day month or 30 February)") from None

@@ -173,6 +173,7 @@ def load_profile(path_or_name: str) -> Profile:
 
     Raises:
         FileNotFoundError: neither a shipped name nor an existing file.
+        IsADirectoryError: a folder was given.
         ProfileError: invalid YAML or an invalid value, naming the file and the key path.
     """
     if "/" not in path_or_name and os.sep not in path_or_name and not path_or_name.endswith((".yaml", ".yml")):
@@ -181,6 +182,8 @@ def load_profile(path_or_name: str) -> Profile:
                                     "nor a path; give a file as PATH.yaml or ./NAME")
         resource = importlib.resources.files("pipelines") / "cluster_profiles" / f"{path_or_name}.yaml"
         return parse_profile(resource.read_text(encoding="utf-8"), f"{path_or_name}.yaml", name=path_or_name, source=str(resource))
+    if os.path.isdir(path_or_name):
+        raise IsADirectoryError(f"profile {path_or_name!r} is a folder: give the profile's YAML file")
     if not os.path.isfile(path_or_name):
         raise FileNotFoundError(f"profile file {path_or_name!r} does not exist")
     with open(path_or_name, encoding="utf-8") as f:

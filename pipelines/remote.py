@@ -120,6 +120,7 @@ def _prepare(
     check_run_identity(service_account, pipeline_root)
     package = read_pipeline_package(package_path)
     arguments = check_params(package, params)
+    _check_settings(package, arguments)
     client = make_client(host, namespace, existing_token)
     experiment_obj = client.create_experiment(name=experiment, namespace=namespace)
     version = ensure_pipeline_version(
@@ -130,6 +131,20 @@ def _prepare(
         description=f"Compiled {package.name!r} packages; each version is named sha256-<12 hex> of its content.",
     )
     return _Prepared(package, arguments, client, experiment_obj.experiment_id, version, service_account, pipeline_root)
+
+
+def _check_settings(package: PipelinePackage, arguments: Mapping[str, Any]) -> None:
+    """Checks the values as the steps will (ranges, choices: ``dropout`` in [0, 1)), before any
+    request, when the package is this project's pipeline; another pipeline's are its own affair.
+
+    Raises:
+        ValueError: an invalid setting, named with what is allowed.
+    """
+    from pipelines.local import step_settings
+    from pipelines.pipeline import PARAMETERS
+
+    if set(package.parameters) <= set(PARAMETERS):
+        step_settings(dict(arguments))
 
 
 def _common_summary(host: str, prepared: _Prepared, experiment: str) -> dict[str, Any]:

@@ -117,3 +117,18 @@ def test_next_fire_times_default_is_now() -> None:
 def test_next_fire_times_refuses(expr: str, count: int, names: str) -> None:
     with pytest.raises(ValueError, match=names):
         next_fire_times(expr, count, after=FRIDAY)
+
+
+@pytest.mark.parametrize("expr", ["0 0 3 31 2 *", "0 0 0 30 2 *", "0 0 0 31 4,6,9,11 *"])
+def test_a_date_that_never_comes_is_refused_naming_the_expression(expr: str) -> None:
+    """croniter's own "failed to find next date" reached the user without the expression."""
+    with pytest.raises(ValueError) as caught:
+        next_fire_times(expr, 3, after=FRIDAY)
+    assert str(caught.value) == (f"invalid cron expression {expr!r}: it never fires (no such date, e.g. day 31 of a "
+                                 "30-day month or 30 February)")
+
+
+def test_a_rare_date_still_fires() -> None:
+    """29 February comes every four years: found, not refused."""
+    assert [t.year for t in next_fire_times("0 0 0 29 2 *", 2, after=FRIDAY)][1] - \
+        [t.year for t in next_fire_times("0 0 0 29 2 *", 2, after=FRIDAY)][0] == 4

@@ -57,6 +57,15 @@ def test_names_and_paths_that_do_not_exist_are_refused():
         load_profile("nowhere/p.yaml")
 
 
+def test_a_folder_is_refused_as_a_folder(tmp_path, capsys):
+    """An existing folder was reported as a file that "does not exist"."""
+    from pipelines.cli import main
+
+    assert main(["compile", "--profile", str(tmp_path), "-o", str(tmp_path / "p.yaml")]) == 2
+    assert capsys.readouterr().err == f"error: profile {str(tmp_path)!r} is a folder: give the profile's YAML file\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 def _refused(yaml_text: str) -> str:
     with pytest.raises(ProfileError) as caught:
         parse_profile(textwrap.dedent(yaml_text), "p.yaml")

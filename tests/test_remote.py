@@ -228,6 +228,27 @@ def test_cli_submit_takes_parameter_flags(kfp_server, package: str) -> None:
     assert json.loads(out)["params"] == params
 
 
+@pytest.mark.reliability("parameters")
+@pytest.mark.parametrize("command", ["submit", "schedule"])
+def test_a_value_out_of_range_is_refused_before_any_request(kfp_server, tmp_path: Path, command: str) -> None:
+    """Only types were checked before connecting: ``--dropout 1.5`` against a host that does not
+    answer reported the connection, and against a server it started a run that failed in a step."""
+    from pipelines.pipeline import compile_pipeline
+
+    fake, host = kfp_server
+    ours = compile_pipeline(str(tmp_path / "kfp-finetune.yaml"))
+    extra = ["--cron", "0 0 3 * * *"] if command == "schedule" else []
+    argv = [command, "--host", host, "--package", ours, "--data-uri", "gs://bucket/digits", "--registry-uri",
+            "gs://bucket/registry", *extra]
+    code, out, err = _cli([*argv, "--dropout", "1.5"])
+    assert (code, out) == (2, "")
+    assert err == "error: dropout must be in [0, 1), got 1.5\n"
+    assert fake.requests == []
+    # The same command with a valid value goes through.
+    code, _, err = _cli([*argv, "--dropout", "0.5"])
+    assert code == 0, err
+
+
 def test_cli_schedule_takes_parameter_flags(kfp_server, package: str, tmp_path: Path) -> None:
     fake, host = kfp_server
     config = tmp_path / "nightly.yaml"
