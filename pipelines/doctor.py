@@ -166,7 +166,9 @@ def check_gpu(wanted: int) -> Check:
     from components import accelerators
     from components.step_logging import quiet_tensorflow
 
-    quiet_tensorflow("doctor", wanted)
+    # As a step that asked for no GPU: on a machine without the NVIDIA driver TensorFlow's CUDA
+    # probe logs "E ... failed call to cuInit" whatever was asked, and this check says it better.
+    quiet_tensorflow("doctor", 0)
     import tensorflow as tf
 
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
@@ -273,9 +275,23 @@ def check_disk(pipeline_root: str, min_free_gb: float) -> Check:
         path = os.path.dirname(path)
     free_gb = shutil.disk_usage(path).free / 1e9
     good = free_gb >= min_free_gb
-    detail = f"{free_gb:.1f} GB free under {os.path.abspath(pipeline_root)} (at least {min_free_gb:g} GB wanted)"
+    where = os.path.abspath(pipeline_root)
+    if path != where:
+        where += f" (not there yet: measured on {path}, the nearest folder that exists)"
+    detail = f"{free_gb:.1f} GB free under {where} (at least {min_free_gb:g} GB wanted)"
     return _outcome("disk", good, True, detail if good else detail + ": free some space or choose another --pipeline-root",
                     free_gb=round(free_gb, 2), path=path)
+
+
+def _gpu_count(text: str) -> int:
+    """``--gpus``: the GPUs a run will ask for, an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected the number of GPUs a run will ask for, an integer >= 0; got {text!r}")
+    return value
 
 
 def run_checks(args: argparse.Namespace) -> list[Check]:
@@ -309,7 +325,7 @@ def _doctor(args: argparse.Namespace) -> int:
 def add_parser(sub: Any, default_pipeline_root: str) -> None:
     """Adds the ``doctor`` command to the CLI's subparsers."""
     p = sub.add_parser("doctor", help="check Python, libraries, GPUs, Docker, a KFP host, GCS access and disk before a run")
-    p.add_argument("--gpus", type=int, default=0, metavar="N", help="fail unless TensorFlow sees at least N GPUs (default: report only)")
+    p.add_argument("--gpus", type=_gpu_count, default=0, metavar="N", help="fail unless TensorFlow sees at least N GPUs (default: report only)")
     p.add_argument("--docker", action="store_true", help="fail unless a Docker daemon answers (for run-local --runner docker)")
     p.add_argument("--host", metavar="URL", type=host_url, help="a KFP API to reach with its health call (e.g. http://localhost:8080)")
     p.add_argument("--existing-token", metavar="TOKEN", help="bearer token for --host (default: $KFP_TOKEN)")

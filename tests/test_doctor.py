@@ -142,3 +142,27 @@ def test_gpus_asked_for_but_not_seen_fail_with_the_reason():
     wanted = len(seen.data["gpus"]) + 1
     check = doctor.check_gpu(wanted)
     assert check.status == "fail" and f"{wanted}" in check.detail
+
+
+def test_a_pipeline_root_not_there_yet_names_the_folder_measured(tmp_path):
+    """``--pipeline-root /proc/nope`` read "0.0 GB free under /proc/nope", the free space of the
+    nearest existing folder given as the path's own."""
+    check = doctor.check_disk(str(tmp_path / "not" / "yet"), 0.0)
+    assert check.detail.startswith(f"{check.data['free_gb']:.1f} GB free under {tmp_path / 'not' / 'yet'} (not there "
+                                   f"yet: measured on {tmp_path}, the nearest folder that exists)")
+    assert "not there yet" not in doctor.check_disk(str(tmp_path), 0.0).detail
+
+
+def test_gpus_asked_for_on_a_machine_without_them_log_no_native_error_line(tmp_path):
+    """The doctor's own line explains a missing GPU; TensorFlow's "E... failed call to cuInit"
+    came out on stderr beside it (in a fresh process: the log level is set before TensorFlow loads)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "doctor", "--gpus", "1", "--pipeline-root", str(tmp_path),
+                           "--min-free-gb", "0"], capture_output=True, text=True, timeout=300)
+    gpu = [line for line in done.stdout.splitlines() if line.split()[1:2] == ["gpu"]]
+    assert len(gpu) == 1
+    if gpu[0].startswith("fail"):
+        assert done.returncode == 1
+        assert not [line for line in done.stderr.splitlines() if line[:1] in "EF" and line[1:5].isdigit()], done.stderr

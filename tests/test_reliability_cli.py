@@ -43,6 +43,10 @@ CLI = [
                  ("argument --host: 'localhost:8080' is not a URL with a scheme: expected http://HOST[:PORT]",), id="host-without-scheme"),
     pytest.param(lambda w, t: ["doctor", "--host", "localhost:8080"],
                  ("argument --host: 'localhost:8080' is not a URL with a scheme",), id="doctor-host-without-scheme"),
+    # Regression (new-user review 3): --gpus -1 ("all" for run-local's Docker runner) reached the
+    # check and was refused as "requested (accelerator_count)", an internal name.
+    pytest.param(lambda w, t: ["doctor", "--gpus", "-1"],
+                 ("argument --gpus: expected the number of GPUs a run will ask for, an integer >= 0; got '-1'",), id="doctor-gpus-negative"),
     pytest.param(lambda w, t: ["retrain"], ("argument COMMAND: invalid choice: 'retrain'", "(choose from", "compile", "run-local", "predict"),
                  id="unknown-command"),
     pytest.param(lambda w, t: ["compile", "-o", f"{t}/p.yaml", "--image", "ghcr.io/Org/Image:1"],
