@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -293,14 +294,23 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _env_order(args: argparse.Namespace) -> int:
-    """``models env-order``: JSON ``{"registry_uri", "env_order": [...]}``."""
+    """``models env-order``: JSON ``{"registry_uri", "env_order": [...], "aliases_outside_order": ["model:alias", ...]}``.
+
+    An alias that is set but not in the order (``staging`` after ``--set dev,qa,prod``) is named on
+    stderr: promotions to it are refused until the order names it again.
+    """
     model_registry = registry.open_registry(args.registry_uri)
     if args.set_order is not None:
         order = model_registry.set_env_order(registry.parse_env_order(args.set_order))
     else:
         order = model_registry.env_order()
+    outside = [f"{model}:{alias}" for model in model_registry.list_models()
+               for alias in sorted(model_registry.list_aliases(model)) if alias not in order]
+    if outside:
+        print(f"warning: alias(es) set but not in the environment order: {', '.join(outside)}; promotions to them "
+              "are refused until the order names them (models env-order --set ...)", file=sys.stderr)
     if args.json:
-        _print_json({"registry_uri": model_registry.uri, "env_order": list(order)})
+        _print_json({"registry_uri": model_registry.uri, "env_order": list(order), "aliases_outside_order": outside})
     else:
         print(" -> ".join(order))
     return EXIT_OK

@@ -125,11 +125,13 @@ def test_describe_model_json_and_text(populated, capsys, monkeypatch):
     # Version 2 was never in staging: only a forced promotion may skip it.
     assert run(["models", "promote", "--registry-uri", populated.uri, "--model", "digits",
                 "--version", "2", "--to", "prod", "--force", "--reason", "better f1"]) == 0
-    assert capsys.readouterr().out == (
+    out, err = capsys.readouterr()
+    assert out == (
         "promoted prod of digits to version 2 (was version 1)\n"
         "forced (better f1); overrode: version 2 was never in 'staging' (environment order: "
         "dev -> staging -> prod); promote it there first\n"
     )
+    assert err == ""
 
     assert run(["models", "describe", "--registry-uri", populated.uri, "--model", "digits", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -232,3 +234,16 @@ def test_usage_errors_exit_2(capsys):
         with pytest.raises(SystemExit) as exit_info:
             parser.parse_args(argv)
         assert exit_info.value.code == 2
+
+
+def test_a_forced_promotion_is_reported_once(populated):
+    """In a real process (pytest's log capture hides logging's last-resort handler) the override
+    came a second time on stderr, as a logged warning."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "models", "promote", "--registry-uri", populated.uri,
+                           "--model", "digits", "--version", "2", "--to", "prod", "--force", "--reason", "better f1"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("overrode:") == 1 and done.stderr == ""

@@ -253,10 +253,25 @@ def test_cli_env_order(registry, capsys):
     assert run(["models", "env-order", "--registry-uri", uri]) == 0
     assert capsys.readouterr().out == "dev -> staging -> prod\n"
     assert run(["models", "env-order", "--registry-uri", uri, "--set", "dev,qa,prod", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"registry_uri": uri, "env_order": ["dev", "qa", "prod"]}
+    assert json.loads(capsys.readouterr().out) == {"registry_uri": uri, "env_order": ["dev", "qa", "prod"],
+                                                   "aliases_outside_order": []}
     assert open_registry(uri).env_order() == ("dev", "qa", "prod")
     assert run(["models", "env-order", "--registry-uri", uri, "--set", "dev,,prod"]) == 2
     assert capsys.readouterr().err == (
         "error: invalid environment order 'dev,,prod': invalid environment '': use 1 to 128 letters, digits, "
         "'-', '_' or '.', not starting with '.'\n"
     )
+
+
+def test_cli_env_order_names_aliases_left_outside_it(registry, tmp_path, capsys):
+    """``--set dev,qa,prod`` while ``staging`` was set succeeded in silence; promotions to
+    ``staging`` were refused from then on with nothing to say why the order changed."""
+    registry.push("digits", make_source(tmp_path / "export"), BLESSED, alias="dev")
+    registry.promote("digits", 1, "staging")
+    capsys.readouterr()
+    assert run(["models", "env-order", "--registry-uri", registry.uri, "--set", "dev,qa,prod"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "dev -> qa -> prod\n"
+    assert err == ("warning: alias(es) set but not in the environment order: digits:staging; promotions to them are "
+                   "refused until the order names them (models env-order --set ...)\n")
+    assert open_registry(registry.uri).get_alias("digits", "staging") == 1  # nothing else changed

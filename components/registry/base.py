@@ -250,7 +250,9 @@ class Registry(RegistryReader):
         environments = environments_of_version(histories, version)
         overridden = check_promotion(model, version, metadata, env, environments, order, force, reason)
         if overridden:
-            logger.warning(
+            # info, not warning: the caller reports it (the CLI prints it once; a warning reached
+            # stderr through logging's last-resort handler as a second copy); the audit keeps it.
+            logger.info(
                 "forced promotion of model %r version %d to %r by %s: %s (overrode: %s)",
                 model, version, env, actor, reason, "; ".join(overridden),
             )
