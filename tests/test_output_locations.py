@@ -76,6 +76,18 @@ def test_export_serving_beside_the_registry_still_works(registry, tmp_path, caps
     assert sorted(os.listdir(base)) == ["1"] and registry.list_versions("digits") == [1, 2]
 
 
+def _export_refused(tmp_path, capsys, reg, base, *extra: str) -> str:
+    """Runs ``models export-serving`` of alias dev into ``base``; asserts exit 2, nothing on stdout and
+    nothing changed under ``tmp_path``; returns stderr."""
+    before = tree_snapshot(str(tmp_path))
+    code = main(["models", "export-serving", "--registry-uri", reg.root, "--model", "digits", "--alias", "dev",
+                 "--base-path", str(base), *extra])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert tree_snapshot(str(tmp_path)) == before
+    return err
+
+
 @pytest.mark.reliability("registry")
 def test_export_serving_to_a_base_path_holding_the_registry_is_refused(tmp_path, capsys):
     """A registry in a numbered folder of the base path (``<base>/7``) was taken for an old export
@@ -83,39 +95,29 @@ def test_export_serving_to_a_base_path_holding_the_registry_is_refused(tmp_path,
     base = tmp_path / "x"
     reg = open_registry(str(base / "7"))
     reg.push("digits", make_source(tmp_path / "export"), METADATA, alias="dev")
-    before = tree_snapshot(str(tmp_path))
-    code = main(["models", "export-serving", "--registry-uri", reg.root, "--model", "digits", "--alias", "dev",
-                 "--base-path", str(base)])
-    out, err = capsys.readouterr()
-    assert code == 2 and out == ""
+    err = _export_refused(tmp_path, capsys, reg, base)
     assert err == (f"error: the registry {reg.root!r} lies inside the serving base path {str(base)!r}: the export "
                    "removes numbered folders there; choose a base path that does not contain the registry\n")
-    assert tree_snapshot(str(tmp_path)) == before and reg.list_versions("digits") == [1]
+    assert reg.list_versions("digits") == [1]
 
 
 @pytest.mark.reliability("registry")
 @pytest.mark.parametrize("keep", [None, 1])
 def test_export_serving_never_removes_a_folder_that_is_not_this_models_export(tmp_path, capsys, keep):
     """The export removes numbered folders above the exported version (and below it with --keep):
-    one that holds something else (here another model's export, and a folder of data) stops it."""
+    one that holds something else (here a folder of data) stops it."""
     reg = open_registry(str(tmp_path / "registry"))
     source = make_source(tmp_path / "export")
     for _ in range(3):
         reg.push("digits", source, METADATA)
     reg.set_alias("digits", "dev", 2)
     base = tmp_path / "serving"
-    (base / ("9" if keep is None else "1")).mkdir(parents=True)
-    (base / ("9" if keep is None else "1") / "data.csv").write_text("a,b\n")
-    before = tree_snapshot(str(tmp_path))
-    argv = ["models", "export-serving", "--registry-uri", reg.root, "--model", "digits", "--alias", "dev",
-            "--base-path", str(base)] + ([] if keep is None else ["--keep", str(keep)])
-    code = main(argv)
-    out, err = capsys.readouterr()
     folder = "9" if keep is None else "1"
-    assert code == 2 and out == ""
+    (base / folder).mkdir(parents=True)
+    (base / folder / "data.csv").write_text("a,b\n")
+    err = _export_refused(tmp_path, capsys, reg, base, *([] if keep is None else ["--keep", str(keep)]))
     assert err == (f"error: serving base path {base} holds folder {folder}, which is not an export of model 'digits' "
                    "(no metadata.json); the export would remove it: move it away or use another base path\n")
-    assert tree_snapshot(str(tmp_path)) == before
 
 
 @pytest.mark.reliability("registry")
@@ -124,14 +126,9 @@ def test_export_serving_to_a_file_is_refused(tmp_path, capsys):
     reg.push("digits", make_source(tmp_path / "export"), METADATA, alias="dev")
     target = tmp_path / "passwd"
     target.write_text("root:x:0:0\n")
-    before = tree_snapshot(str(tmp_path))
-    code = main(["models", "export-serving", "--registry-uri", reg.root, "--model", "digits", "--alias", "dev",
-                 "--base-path", str(target)])
-    out, err = capsys.readouterr()
-    assert code == 2 and out == ""
+    err = _export_refused(tmp_path, capsys, reg, target)
     assert err == (f"error: serving base path {str(target)!r} is a file: expected a folder (TF Serving's "
                    "--model_base_path)\n")
-    assert tree_snapshot(str(tmp_path)) == before
 
 
 def _run_local_argv(tmp_path, data, registry, **overrides):
